@@ -1,0 +1,170 @@
+"""Real worker processes and real Kafka clients for the integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from worker.embedded import create_topics
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    """One isolated worker configuration: its own topics, Redis prefix and group."""
+
+    bootstrap_servers: str
+    redis_url: str
+    definitions_path: Path
+    name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
+    partitions: int = 4
+
+    @property
+    def env(self) -> dict[str, str]:
+        n = self.name
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "REDIS_URL": self.redis_url,
+            "SEGWORKER_APP_ID": f"segworker-{n}",
+            "SEGWORKER_TOPIC_ORDERS": f"{n}-orders",
+            "SEGWORKER_TOPIC_CAMPAIGN_EVENTS": f"{n}-campaign-events",
+            "SEGWORKER_TOPIC_LOYALTY_POINTS": f"{n}-loyalty-points",
+            "SEGWORKER_TOPIC_ACCOUNT_PROFILES": f"{n}-account-profiles",
+            "SEGWORKER_TOPIC_SEGMENT_CHANGES": f"{n}-segment-changes",
+            "SEGWORKER_TOPIC_DEAD_LETTERS": f"{n}-dead-letters",
+            "SEGWORKER_PARTITIONS": str(self.partitions),
+            "SEGWORKER_REDIS_KEY_PREFIX": n,
+            "SEGWORKER_DEFINITIONS_PATH": str(self.definitions_path),
+        }
+
+    @property
+    def settings(self) -> Settings:
+        env = self.env
+        return Settings(
+            kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+            redis_url=env["REDIS_URL"],
+            **{
+                key.removeprefix("SEGWORKER_").lower(): value
+                for key, value in env.items()
+                if key.startswith("SEGWORKER_")
+            },
+        )
+
+    def create_topics(self) -> None:
+        s = self.settings
+        create_topics(
+            self.bootstrap_servers,
+            {topic: self.partitions for topic in (*s.input_topics, *s.output_topics)},
+        )
+
+    def topic(self, logical: str) -> str:
+        return f"{self.name}-{logical}"
+
+
+class WorkerProcess:
+    """``segworker run`` in a child process, as an operator would start it."""
+
+    def __init__(self, deployment: Deployment, log_path: Path, **extra_env: str) -> None:
+        env = {**os.environ, **deployment.env, **extra_env}
+        env.setdefault("SEGWORKER_WEB_PORT", str(free_port()))
+        env["PYTHONUNBUFFERED"] = "1"
+        self.web_port = int(env["SEGWORKER_WEB_PORT"])
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self._log.close()
+
+
+def produce(bootstrap_servers: str, messages: Iterable[tuple[str, bytes | None, bytes]]) -> None:
+    """Send ``(topic, key, value)`` in order and wait for every acknowledgement."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=0)
+    try:
+        for topic, key, value in messages:
+            producer.send(topic, key=key, value=value).get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+
+def event_bytes(event: Mapping[str, Any]) -> bytes:
+    return json.dumps(event).encode()
+
+
+def consume(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    expected: int,
+    timeout: float = 90,
+    settle: float = 3.0,
+) -> list[dict[str, Any]]:
+    """Read ``topic`` from the start until ``expected`` messages arrived, then a bit longer.
+
+    The extra ``settle`` seconds catch messages beyond the expected ones, so a test
+    can assert that nothing more was emitted.
+    """
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=500,
+    )
+    received: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            for message in consumer:
+                received.append(json.loads(message.value))
+            if len(received) >= expected and settle_until is None:
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+    finally:
+        consumer.close()
+    return received

@@ -1,0 +1,1 @@
+"""Real-time B2B loyalty segmentation worker."""

@@ -1,0 +1,161 @@
+"""The Faust application: topics, the one segmentation agent, timers, web views.
+
+The only module that creates clients. The agent reads all input topics (they are
+co-partitioned by account id), takes batches, hands them to ``BatchProcessor``
+and acks the records only after the batch is durable and its changes delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from faust.types import EventT
+
+from worker.agents import BatchProcessor
+from worker.decoding import Record
+from worker.events import DeadLetter, SegmentChanged
+from worker.features import VOCABULARY
+from worker.metrics import Metrics
+from worker.rules import Definitions, load_definitions
+from worker.settings import Settings
+from worker.store import StateStore
+
+log = logging.getLogger(__name__)
+
+#: Stale outbox entries are looked for this often (seconds).
+OUTBOX_SWEEP_INTERVAL = 10.0
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for SASL/SSL, or None for plaintext."""
+    import ssl
+
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = (
+        settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    )
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=context if settings.kafka_security_protocol == "SASL_SSL" else None,
+    )
+
+
+class KafkaSender:
+    """Sends through the Faust producer and waits for the broker's acknowledgement."""
+
+    def __init__(self, changes_topic: faust.types.TopicT, dead_letter_topic: faust.types.TopicT):
+        self.changes_topic = changes_topic
+        self.dead_letter_topic = dead_letter_topic
+
+    async def send_changes(self, changes: Sequence[SegmentChanged]) -> None:
+        await self._send_all(
+            self.changes_topic,
+            [(c.account_id.encode(), c.model_dump_json().encode()) for c in changes],
+        )
+
+    async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        await self._send_all(
+            self.dead_letter_topic,
+            [
+                (f"{d.source_topic}:{d.source_partition}".encode(), d.model_dump_json().encode())
+                for d in letters
+            ],
+        )
+
+    @staticmethod
+    async def _send_all(topic: faust.types.TopicT, messages: list[tuple[bytes, bytes]]) -> None:
+        pending = [await topic.send(key=key, value=value) for key, value in messages]
+        await asyncio.gather(*pending)
+
+
+def create_app(settings: Settings, definitions: Definitions | None = None) -> faust.App:
+    """Build the Faust app for ``settings`` (connection settings must be set)."""
+    if not settings.kafka_bootstrap_servers or not settings.redis_url:
+        raise ValueError("create_app needs kafka_bootstrap_servers and redis_url")
+    definitions = definitions or load_definitions(settings.definitions_path, VOCABULARY)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        loghandlers=[],
+    )
+    # Raw bytes in and out: decoding is ours, so bad input becomes a dead letter.
+    inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")
+    changes_topic, dead_letter_topic = (
+        app.topic(
+            topic, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
+        )
+        for topic in settings.output_topics
+    )
+    metrics = Metrics()
+    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    processor = BatchProcessor(
+        settings,
+        definitions,
+        StateStore(redis, settings.redis_key_prefix),
+        KafkaSender(changes_topic, dead_letter_topic),
+        metrics,
+    )
+    app.segmentation = processor  # type: ignore[attr-defined]
+
+    @app.agent(inputs, name="segment")
+    async def segment(stream: faust.StreamT) -> None:
+        # Acks are ours: a record is acked only after its batch is durable and delivered.
+        async for batch in stream.noack().noack_take(  # type: ignore[attr-defined]
+            settings.batch_size, within=settings.batch_within_seconds
+        ):
+            await processor.process([_record(event) for event in batch])
+            for event in batch:
+                await stream.ack(event)
+
+    @app.timer(interval=OUTBOX_SWEEP_INTERVAL)
+    async def resend_outbox() -> None:
+        await processor.resend_stale_outbox()
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        try:
+            await redis.ping()
+        except Exception as error:  # any failure means not ready
+            return web.json({"ready": False, "redis": str(error)}, status=503)
+        return web.json({"ready": True, "definition_version": definitions.version})
+
+    return app
+
+
+def _record(event: EventT) -> Record:
+    message = event.message
+    return Record(message.topic, message.partition, message.offset, message.key, message.value)

@@ -1,0 +1,174 @@
+"""``segworker`` commands.
+
+run                    the worker (embedded broker and Redis unless configured)
+demo                   embedded stack + worker + synthetic producer, live changes on screen
+produce-sample         synthetic B2B events into a broker
+schemas export         regenerate schemas/ from the pydantic models
+validate-definitions   check a definitions file against the feature catalogue
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from worker.settings import Settings
+
+log = logging.getLogger("segworker")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("SEGWORKER_LOG_LEVEL", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.handler(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segworker", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the segmentation worker")
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="embedded stack + worker + generator, live view")
+    demo.add_argument("--accounts", type=int, default=300)
+    demo.add_argument("--history-days", type=int, default=400)
+    demo.add_argument("--rate", type=float, default=50.0, help="live events per second")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.set_defaults(handler=cmd_demo)
+
+    sample = commands.add_parser("produce-sample", help="produce synthetic events")
+    sample.add_argument("--accounts", type=int, default=300)
+    sample.add_argument("--days", type=int, default=400)
+    sample.add_argument("--seed", type=int, default=7)
+    sample.add_argument("--limit", type=int, default=None)
+    sample.set_defaults(handler=cmd_produce_sample)
+
+    schemas = commands.add_parser("schemas", help="JSON Schemas of the event contracts")
+    schemas_commands = schemas.add_subparsers(required=True, metavar="ACTION")
+    export = schemas_commands.add_parser("export", help="write schemas/*.json")
+    export.add_argument("--directory", type=Path, default=Path("schemas"))
+    export.set_defaults(handler=cmd_schemas_export)
+
+    validate = commands.add_parser("validate-definitions", help="check a definitions file")
+    validate.add_argument("path", type=Path, nargs="?", default=None)
+    validate.add_argument("--features", action="store_true", help="list the feature catalogue")
+    validate.set_defaults(handler=cmd_validate_definitions)
+    return parser
+
+
+def cmd_validate_definitions(args: argparse.Namespace) -> int:
+    from worker.features import FEATURES, VOCABULARY
+    from worker.rules import DefinitionsError, load_definitions
+
+    path = args.path or Settings().definitions_path
+    if args.features:
+        for name, feature in FEATURES.items():
+            print(f"{name:32} {feature.kind:7} {feature.description}")
+        for name, function in VOCABULARY.functions.items():
+            print(f"{name + '(…)':32} {function.result_kind:7} {function.description}")
+    try:
+        definitions = load_definitions(path, VOCABULARY)
+    except DefinitionsError as error:
+        print(f"{path}: {len(error.errors)} problem(s)", file=sys.stderr)
+        for problem in error.errors:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    segments = sum(len(family.segments) for family in definitions.families)
+    print(
+        f"{path}: version {definitions.version}, "
+        f"{len(definitions.families)} families, {segments} segments: OK"
+    )
+    return 0
+
+
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    from worker.schemas import export_schemas
+
+    for path in export_schemas(args.directory):
+        print(path)
+    return 0
+
+
+@contextlib.contextmanager
+def connected_settings(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
+    """``settings`` with broker (and Redis) addresses, starting embedded ones when unset."""
+    if settings.kafka_bootstrap_servers and (settings.redis_url or not redis):
+        yield settings
+        return
+    from worker.embedded import start_kafka, start_redis
+
+    with contextlib.ExitStack() as stack:
+        kafka_servers, redis_url = settings.kafka_bootstrap_servers, settings.redis_url
+        if not kafka_servers:
+            kafka = start_kafka()
+            stack.callback(kafka.stop)
+            kafka_servers = kafka.bootstrap_servers
+            log.info("embedded Kafka-protocol broker (Tansu) at %s", kafka_servers)
+        if redis and not redis_url:
+            embedded_redis = start_redis()
+            stack.callback(embedded_redis.stop)
+            redis_url = embedded_redis.url
+            log.info("embedded Redis at %s", redis_url)
+        yield settings.model_copy(
+            update={"kafka_bootstrap_servers": kafka_servers, "redis_url": redis_url}
+        )
+
+
+def ensure_topics(settings: Settings) -> None:
+    from worker.embedded import create_topics
+
+    assert settings.kafka_bootstrap_servers
+    create_topics(
+        settings.kafka_bootstrap_servers,
+        {topic: settings.partitions for topic in (*settings.input_topics, *settings.output_topics)},
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker.app import create_app
+
+    with connected_settings(Settings()) as settings:
+        ensure_topics(settings)
+        run_worker(create_app(settings), settings)
+    return 0
+
+
+def run_worker(app: object, settings: Settings) -> None:
+    import faust
+
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)  # type: ignore[arg-type]
+    worker.execute_from_commandline()
+
+
+def cmd_produce_sample(args: argparse.Namespace) -> int:
+    from worker.demo import produce_sample
+
+    settings = Settings()
+    with connected_settings(settings, redis=False) as connected:
+        ensure_topics(connected)
+        count = produce_sample(connected, args.accounts, args.days, args.seed, args.limit)
+    print(f"produced {count} events")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    with connected_settings(Settings()) as settings:
+        ensure_topics(settings)
+        return run_demo(settings, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,276 @@
+"""Event contracts: the pydantic models of every event in and out.
+
+These models are the single source of the JSON Schemas in ``schemas/``
+(``segworker schemas export`` regenerates them; a test fails when they drift).
+
+Every input event carries a ``type`` discriminator, a producer-assigned
+``event_id`` (the de-duplication key), ``occurred_at`` (event time, timezone
+aware) and the ``account_id`` it is keyed by.
+
+Examples
+--------
+>>> event = decode_input(b'{"type": "account_profile", "event_id": "p-1",'
+...     b' "occurred_at": "2026-01-05T10:00:00Z", "account_id": "ACME",'
+...     b' "industry": "manufacturing", "employees": 420, "country": "DE"}')
+>>> event.size_class, event.region
+('large', 'EMEA')
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+#: Bound on how far in the future an event time may lie (producer clock skew).
+MAX_CLOCK_SKEW = timedelta(days=1)
+#: Events older than this are not history, they are garbage.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/+-]+$")]
+Money = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+
+ContactRole = Literal["user", "buyer", "influencer", "decider", "gatekeeper"]
+CampaignKind = Literal["sent", "opened", "clicked", "responded", "converted", "unsubscribed"]
+PointsKind = Literal["earned", "redeemed", "expired"]
+SizeClass = Literal["micro", "small", "medium", "large", "enterprise"]
+Region = Literal["EMEA", "AMER", "APAC"]
+Channel = Literal["web", "edi", "sales_rep", "phone", "marketplace"]
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputEvent(_Contract):
+    """Fields shared by every input event."""
+
+    event_id: Identifier = Field(description="Producer-assigned unique id; the de-duplication key.")
+    occurred_at: AwareDatetime = Field(description="When it happened (event time), with timezone.")
+    account_id: Identifier = Field(description="The account (company) the event belongs to.")
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        value = value.astimezone(UTC)
+        if value < EARLIEST_EVENT_TIME:
+            raise ValueError(
+                f"event time {value.isoformat()} is before {EARLIEST_EVENT_TIME.date()}"
+            )
+        if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError(f"event time {value.isoformat()} is in the future")
+        return value
+
+
+class OrderLine(_Contract):
+    sku: Identifier
+    category: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+    quantity: Annotated[int, Field(gt=0, le=1_000_000)]
+    unit_price: Money
+
+
+class OrderPlaced(InputEvent):
+    """An account placed an order (topic ``orders``)."""
+
+    type: Literal["order_placed"] = "order_placed"
+    contact_id: Identifier | None = None
+    order_id: Identifier
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
+    total: Money
+    lines: Annotated[list[OrderLine], Field(max_length=1000)] = Field(default_factory=list)
+    channel: Channel = "web"
+
+    @model_validator(mode="after")
+    def _lines_add_up(self) -> OrderPlaced:
+        if self.lines:
+            summed = sum(line.unit_price * line.quantity for line in self.lines)
+            # Allow rounding and order-level discounts/freight of up to 50 %.
+            if not (summed * 0.5 <= self.total <= summed * 1.5 + 1):
+                raise ValueError(f"total {self.total} does not match order lines ({summed})")
+        return self
+
+
+class OrderReturned(InputEvent):
+    """Goods of an earlier order came back (topic ``orders``); revenue is reduced."""
+
+    type: Literal["order_returned"] = "order_returned"
+    order_id: Identifier
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
+    amount: Money
+    category: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")] | None = (
+        None
+    )
+
+
+class CampaignInteraction(InputEvent):
+    """A contact of the account interacted with a campaign (topic ``campaign-events``)."""
+
+    type: Literal["campaign_interaction"] = "campaign_interaction"
+    campaign_id: Identifier
+    contact_id: Identifier | None = None
+    contact_role: ContactRole | None = None
+    kind: CampaignKind
+
+
+class LoyaltyPoints(InputEvent):
+    """Points were earned, redeemed or expired (topic ``loyalty-points``)."""
+
+    type: Literal["loyalty_points"] = "loyalty_points"
+    kind: PointsKind
+    points: Annotated[int, Field(gt=0, le=10_000_000)]
+    reason: Literal["purchase", "action", "referral", "bonus", "redemption", "expiry", "adjustment"]
+    tier: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")] | None = None
+    contact_id: Identifier | None = None
+
+
+def size_class_for(employees: int) -> SizeClass:
+    """EU-style size classes by head count.
+
+    >>> [size_class_for(n) for n in (3, 10, 120, 900, 5000)]
+    ['micro', 'small', 'medium', 'large', 'enterprise']
+    """
+    if employees < 10:
+        return "micro"
+    if employees < 50:
+        return "small"
+    if employees < 250:
+        return "medium"
+    if employees < 1000:
+        return "large"
+    return "enterprise"
+
+
+_REGION_BY_COUNTRY: dict[str, Region] = {
+    **dict.fromkeys(
+        [
+            "AT",
+            "BE",
+            "CH",
+            "CZ",
+            "DE",
+            "DK",
+            "ES",
+            "FI",
+            "FR",
+            "GB",
+            "IE",
+            "IT",
+            "NL",
+            "NO",
+            "PL",
+            "PT",
+            "SE",
+            "AE",
+            "SA",
+            "ZA",
+            "IL",
+            "TR",
+            "HU",
+            "RO",
+            "GR",
+        ],
+        "EMEA",
+    ),
+    **dict.fromkeys(["US", "CA", "MX", "BR", "AR", "CL", "CO", "PE"], "AMER"),
+    **dict.fromkeys(
+        ["CN", "JP", "KR", "IN", "SG", "AU", "NZ", "ID", "MY", "TH", "VN", "PH", "TW", "HK"], "APAC"
+    ),
+}
+
+
+class AccountProfile(InputEvent):
+    """Firmographic profile of an account (topic ``account-profiles``); the latest wins."""
+
+    type: Literal["account_profile"] = "account_profile"
+    name: Annotated[str, Field(max_length=200)] | None = None
+    industry: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+    employees: Annotated[int, Field(ge=1, le=10_000_000)]
+    size_class: SizeClass | None = Field(
+        default=None, description="Derived from employees when not given."
+    )
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    region: Region | None = Field(
+        default=None, description="Derived from country when not given; null if unmapped."
+    )
+
+    @model_validator(mode="after")
+    def _derive(self) -> AccountProfile:
+        if self.size_class is None:
+            object.__setattr__(self, "size_class", size_class_for(self.employees))
+        if self.region is None:
+            # An unmapped country leaves the region unknown rather than guessing one.
+            object.__setattr__(self, "region", _REGION_BY_COUNTRY.get(self.country))
+        return self
+
+
+AnyInputEvent = Annotated[
+    OrderPlaced | OrderReturned | CampaignInteraction | LoyaltyPoints | AccountProfile,
+    Field(discriminator="type"),
+]
+INPUT_EVENT_TYPES: tuple[type[InputEvent], ...] = (
+    OrderPlaced,
+    OrderReturned,
+    CampaignInteraction,
+    LoyaltyPoints,
+    AccountProfile,
+)
+_INPUT_ADAPTER: TypeAdapter[AnyInputEvent] = TypeAdapter(AnyInputEvent)  # type: ignore[arg-type]
+
+
+def decode_input(raw: bytes | str) -> AnyInputEvent:
+    """Parse and validate one input event; raises ``pydantic.ValidationError``."""
+    return _INPUT_ADAPTER.validate_json(raw)
+
+
+# ---------------------------------------------------------------------------- out
+
+
+class SegmentChanged(_Contract):
+    """An account entered or left a segment (topic ``segment-changes``, keyed by account)."""
+
+    type: Literal["segment_changed"] = "segment_changed"
+    change_id: str = Field(
+        description="Deterministic id: the same change computed twice has the same id, so "
+        "consumers de-duplicate on it."
+    )
+    account_id: Identifier
+    family: str = Field(description="Segment family, e.g. apriori, value, needs, program, cluster.")
+    segment_id: str
+    change: Literal["entered", "exited"]
+    previous_segment_id: str | None = Field(
+        default=None, description="For exclusive families: the segment the account came from."
+    )
+    reason: str = Field(description="Why, in words, with the feature values that decided it.")
+    features: dict[str, float | int | str | bool | None] = Field(
+        default_factory=dict, description="The feature values the deciding rule referenced."
+    )
+    occurred_at: AwareDatetime = Field(description="Stream time at which the change happened.")
+    definition_version: str
+    cause: str = Field(description="What triggered it: the event id, or 'time:<iso>' for sweeps.")
+
+
+class DeadLetter(_Contract):
+    """An input that could not be processed (topic ``segment-dead-letters``)."""
+
+    type: Literal["dead_letter"] = "dead_letter"
+    reason: str
+    error_kind: Literal[
+        "malformed_json", "invalid_event", "unknown_type", "wrong_topic", "wrong_key", "too_large"
+    ]
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    raw: str = Field(description="The original bytes, base64-encoded.")
+    received_at: AwareDatetime
+
+
+OUTPUT_EVENT_TYPES: tuple[type[BaseModel], ...] = (SegmentChanged, DeadLetter)

@@ -1,0 +1,533 @@
+"""Per-account feature state, its update per event, and the feature catalogue.
+
+Pure: no I/O, no clocks. ``AccountState`` is what the store persists for an
+account; ``apply`` folds one input event into it (idempotently); ``FeatureView``
+computes the catalogue's features lazily at a given time so that a rule only
+pays for the features it reads.
+
+Windows are exact at day granularity: the 90-day window at day ``t`` covers the
+days ``t-89 .. t``. Activity older than the longest window is pruned, which keeps
+the state small and bounded.
+
+Examples
+--------
+>>> from datetime import datetime, UTC
+>>> from worker.events import OrderPlaced
+>>> state = AccountState("ACME")
+>>> order = OrderPlaced(event_id="e1", occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
+...                     account_id="ACME", order_id="o1", total=250.0)
+>>> apply(state, order)
+True
+>>> apply(state, order)  # the same event again changes nothing
+False
+>>> view = FeatureView(state, day_of(datetime(2026, 3, 31, tzinfo=UTC)))
+>>> view["revenue_30d"], view["revenue_90d"], view["recency_days"]
+(0.0, 250.0, 30)
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.events import (
+    AccountProfile,
+    AnyInputEvent,
+    CampaignInteraction,
+    ContactRole,
+    LoyaltyPoints,
+    OrderPlaced,
+    OrderReturned,
+)
+from worker.rules import Function, Vocabulary
+
+WINDOWS = (30, 90, 180, 365)
+#: Activity older than this many days cannot influence any feature and is pruned.
+HORIZON_DAYS = 365
+#: Category spend is kept per 30-day bucket for the trailing year.
+CATEGORY_BUCKET_DAYS = 30
+#: How many recent event ids an account remembers to drop producer duplicates.
+RECENT_IDS_KEPT = 32
+ROLES: tuple[ContactRole, ...] = ("user", "buyer", "influencer", "decider", "gatekeeper")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Column positions inside the per-day rows; rows are plain lists so the state is
+# compact JSON and cheap to load.
+ORDER_REVENUE, ORDER_COUNT = 1, 2
+POINTS_EARNED, POINTS_REDEEMED, POINTS_EXPIRED, POINTS_ACTIONS = 1, 2, 3, 4
+CAMPAIGN_COLUMNS = {"sent": 1, "opened": 2, "clicked": 3, "responded": 4, "converted": 5}
+
+
+def day_of(moment: datetime) -> int:
+    """Days since 1970-01-01 (UTC) of a timezone-aware moment.
+
+    >>> day_of(datetime(1970, 1, 2, 12, tzinfo=UTC))
+    1
+    """
+    return (moment.astimezone(UTC) - _EPOCH).days
+
+
+def moment_of(day: int) -> datetime:
+    """The UTC midnight that starts ``day``."""
+    return datetime.fromtimestamp(day * 86400, UTC)
+
+
+@dataclass
+class AccountState:
+    """Everything the worker remembers about one account.
+
+    ``orders``, ``points`` and ``campaigns`` are per-day rows ``[day, ...]`` sorted by day;
+    ``categories`` maps a 30-day bucket index to category spend; ``roles`` maps a
+    buying-centre role to ``[last engaged day, last accepted day]``.
+    ``applied`` holds the last applied offset per ``topic:partition`` and ``recent_ids``
+    the last event ids, which together make ``apply`` idempotent under redelivery.
+    ``memberships`` maps family -> segment -> ``{"since": iso, "reason": str}``.
+    """
+
+    account_id: str
+    clock: float = 0.0
+    profile: dict[str, Any] = field(default_factory=dict)
+    orders: list[list[float]] = field(default_factory=list)
+    categories: dict[str, dict[str, float]] = field(default_factory=dict)
+    first_order_day: int | None = None
+    last_order_day: int | None = None
+    points: list[list[int]] = field(default_factory=list)
+    points_balance: int = 0
+    tier: str | None = None
+    campaigns: list[list[int]] = field(default_factory=list)
+    unsubscribed: bool = False
+    roles: dict[str, list[int | None]] = field(default_factory=dict)
+    last_activity_day: int | None = None
+    applied: dict[str, int] = field(default_factory=dict)
+    recent_ids: list[str] = field(default_factory=list)
+    memberships: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AccountState:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @property
+    def now_day(self) -> int:
+        """The account's own stream-time day: the latest event time it has seen."""
+        return int(self.clock // 86400)
+
+
+# ------------------------------------------------------------------------- update
+
+
+def apply(
+    state: AccountState, event: AnyInputEvent, position: tuple[str, int] | None = None
+) -> bool:
+    """Fold ``event`` into ``state``; return False when it was already applied.
+
+    ``position`` is ``("topic:partition", offset)`` of the Kafka record. An offset at
+    or below the last applied one is a redelivery; an event id seen recently is a
+    producer duplicate. Either is skipped, so applying twice equals applying once.
+    """
+    if position is not None:
+        source, offset = position
+        if offset <= state.applied.get(source, -1):
+            return False
+    if event.event_id in state.recent_ids:
+        if position is not None:
+            state.applied[position[0]] = position[1]
+        return False
+
+    _APPLIERS[type(event)](state, event)
+    day = day_of(event.occurred_at)
+    state.clock = max(state.clock, event.occurred_at.timestamp())
+    if not isinstance(event, AccountProfile):
+        state.last_activity_day = max(day, state.last_activity_day or day)
+    _remember(state, event.event_id, position)
+    _prune(state)
+    return True
+
+
+def _remember(state: AccountState, event_id: str, position: tuple[str, int] | None) -> None:
+    state.recent_ids.append(event_id)
+    del state.recent_ids[:-RECENT_IDS_KEPT]
+    if position is not None:
+        state.applied[position[0]] = position[1]
+
+
+def _day_row(rows: list[list[Any]], day: int, width: int) -> list[Any]:
+    """The row for ``day`` in day-sorted ``rows``, created with zeros when missing."""
+    if rows and rows[-1][0] == day:  # the common case: events arrive in time order
+        return rows[-1]
+    index = bisect.bisect_left(rows, day, key=lambda row: row[0])
+    if index < len(rows) and rows[index][0] == day:
+        return rows[index]
+    row: list[Any] = [day] + [0] * (width - 1)
+    rows.insert(index, row)
+    return row
+
+
+def _apply_order(state: AccountState, event: OrderPlaced) -> None:
+    day = day_of(event.occurred_at)
+    row = _day_row(state.orders, day, 3)
+    row[ORDER_REVENUE] = round(row[ORDER_REVENUE] + event.total, 2)
+    row[ORDER_COUNT] += 1
+    state.first_order_day = min(
+        day, state.first_order_day if state.first_order_day is not None else day
+    )
+    state.last_order_day = max(
+        day, state.last_order_day if state.last_order_day is not None else day
+    )
+    bucket = state.categories.setdefault(str(day // CATEGORY_BUCKET_DAYS), {})
+    for line in event.lines:
+        spend = line.unit_price * line.quantity
+        bucket[line.category] = round(bucket.get(line.category, 0.0) + spend, 2)
+    if event.contact_id is not None:
+        _touch_role(state, "buyer", day, accepted=False)
+
+
+def _apply_return(state: AccountState, event: OrderReturned) -> None:
+    # Returns reduce revenue on the day they happen: windows stay exact and a
+    # return never rewrites history that segments were already based on.
+    day = day_of(event.occurred_at)
+    row = _day_row(state.orders, day, 3)
+    row[ORDER_REVENUE] = round(row[ORDER_REVENUE] - event.amount, 2)
+    if event.category is not None:
+        bucket = state.categories.setdefault(str(day // CATEGORY_BUCKET_DAYS), {})
+        bucket[event.category] = round(bucket.get(event.category, 0.0) - event.amount, 2)
+
+
+def _apply_campaign(state: AccountState, event: CampaignInteraction) -> None:
+    day = day_of(event.occurred_at)
+    if event.kind == "unsubscribed":
+        state.unsubscribed = True
+    else:
+        row = _day_row(state.campaigns, day, 6)
+        row[CAMPAIGN_COLUMNS[event.kind]] += 1
+    if event.contact_role is not None and event.kind != "sent":
+        accepted = event.kind in ("responded", "converted")
+        _touch_role(state, event.contact_role, day, accepted=accepted)
+
+
+def _touch_role(state: AccountState, role: str, day: int, *, accepted: bool) -> None:
+    engaged, last_accepted = state.roles.get(role, [None, None])
+    engaged = day if engaged is None else max(engaged, day)
+    if accepted:
+        last_accepted = day if last_accepted is None else max(last_accepted, day)
+    state.roles[role] = [engaged, last_accepted]
+
+
+def _apply_points(state: AccountState, event: LoyaltyPoints) -> None:
+    row = _day_row(state.points, day_of(event.occurred_at), 5)
+    if event.kind == "earned":
+        row[POINTS_EARNED] += event.points
+        state.points_balance += event.points
+        if event.reason == "action":
+            row[POINTS_ACTIONS] += 1
+    elif event.kind == "redeemed":
+        row[POINTS_REDEEMED] += event.points
+        state.points_balance -= event.points
+    else:
+        row[POINTS_EXPIRED] += event.points
+        state.points_balance -= event.points
+    if event.tier is not None:
+        state.tier = event.tier
+
+
+def _apply_profile(state: AccountState, event: AccountProfile) -> None:
+    # The latest profile by event time wins, so a late, older profile is ignored.
+    if event.occurred_at.timestamp() < state.profile.get("as_of", 0.0):
+        return
+    state.profile = {
+        "as_of": event.occurred_at.timestamp(),
+        "name": event.name,
+        "industry": event.industry,
+        "employees": event.employees,
+        "size_class": event.size_class,
+        "country": event.country,
+        "region": event.region,
+    }
+
+
+_APPLIERS: dict[type, Callable[[AccountState, Any], None]] = {
+    OrderPlaced: _apply_order,
+    OrderReturned: _apply_return,
+    CampaignInteraction: _apply_campaign,
+    LoyaltyPoints: _apply_points,
+    AccountProfile: _apply_profile,
+}
+
+
+def _prune(state: AccountState) -> None:
+    oldest_day = state.now_day - HORIZON_DAYS
+    for rows in (state.orders, state.points, state.campaigns):
+        while rows and rows[0][0] <= oldest_day:
+            del rows[0]
+    oldest_bucket = oldest_day // CATEGORY_BUCKET_DAYS
+    for bucket in [b for b in state.categories if int(b) < oldest_bucket]:
+        del state.categories[bucket]
+
+
+# ----------------------------------------------------------------------- features
+
+
+def _window_sums(rows: list[list[Any]], now_day: int, column: int, days: int) -> float:
+    total = 0.0
+    for row in reversed(rows):
+        age = now_day - row[0]
+        if age >= days:
+            break
+        if age >= 0:
+            total += row[column]
+    return total
+
+
+class FeatureView(Mapping[str, Any]):
+    """The feature catalogue of one account at day ``now_day``, computed on demand.
+
+    Values are cached, so a feature read by several rules is computed once.
+    ``share.<category>`` reads the category's share of trailing-year spend.
+    """
+
+    __slots__ = ("_cache", "now_day", "state")
+
+    def __init__(self, state: AccountState, now_day: int) -> None:
+        self.state = state
+        self.now_day = now_day
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        compute = FEATURES.get(name)
+        if compute is not None:
+            value = compute.compute(self.state, self.now_day)
+        elif name.startswith("share."):
+            value = category_shares(self.state, self.now_day).get(name[6:], 0.0)
+        else:
+            raise KeyError(name)
+        self._cache[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FEATURES)
+
+    def __len__(self) -> int:
+        return len(FEATURES)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One catalogue entry: its kind for the condition language and how to compute it."""
+
+    kind: str
+    description: str
+    compute: Callable[[AccountState, int], Any]
+
+
+def _windowed(
+    rows_of: Callable[[AccountState], list[list[Any]]], column: int, days: int
+) -> Callable:
+    def compute(state: AccountState, now_day: int) -> float:
+        return round(_window_sums(rows_of(state), now_day, column, days), 2)
+
+    return compute
+
+
+def _ratio(numerator: str, denominator: str) -> Callable[[AccountState, int], float | None]:
+    def compute(state: AccountState, now_day: int) -> float | None:
+        below = FEATURES[denominator].compute(state, now_day)
+        if not below:
+            return None
+        return round(FEATURES[numerator].compute(state, now_day) / below, 4)
+
+    return compute
+
+
+def _days_since(attribute: str) -> Callable[[AccountState, int], int | None]:
+    def compute(state: AccountState, now_day: int) -> int | None:
+        day = getattr(state, attribute)
+        return None if day is None else now_day - day
+
+    return compute
+
+
+def _profile(key: str) -> Callable[[AccountState, int], Any]:
+    return lambda state, _now_day: state.profile.get(key)
+
+
+def _revenue_prev_90d(state: AccountState, now_day: int) -> float:
+    return round(
+        _window_sums(state.orders, now_day, ORDER_REVENUE, 180)
+        - _window_sums(state.orders, now_day, ORDER_REVENUE, 90),
+        2,
+    )
+
+
+def _momentum(state: AccountState, now_day: int) -> float | None:
+    """Revenue of the last 90 days relative to the 90 before (1.0 = flat)."""
+    before = _revenue_prev_90d(state, now_day)
+    if before <= 0:
+        return None
+    return round(_window_sums(state.orders, now_day, ORDER_REVENUE, 90) / before, 4)
+
+
+def category_shares(state: AccountState, now_day: int) -> dict[str, float]:
+    """Each category's share of positive trailing-year category spend."""
+    oldest_bucket = (now_day - HORIZON_DAYS) // CATEGORY_BUCKET_DAYS
+    spend: dict[str, float] = {}
+    for bucket, categories in state.categories.items():
+        if int(bucket) > oldest_bucket:
+            for category, amount in categories.items():
+                spend[category] = spend.get(category, 0.0) + amount
+    total = sum(amount for amount in spend.values() if amount > 0)
+    if total <= 0:
+        return {}
+    return {c: round(max(a, 0.0) / total, 4) for c, a in spend.items()}
+
+
+def _top_category(state: AccountState, now_day: int) -> str | None:
+    shares = category_shares(state, now_day)
+    return max(shares, key=lambda c: (shares[c], c)) if shares else None
+
+
+def _role_engaged(role: str, days: int, column: int) -> Callable[[AccountState, int], bool]:
+    def compute(state: AccountState, now_day: int) -> bool:
+        day = state.roles.get(role, [None, None])[column]
+        return day is not None and 0 <= now_day - day < days
+
+    return compute
+
+
+def _catalogue() -> dict[str, Feature]:
+    orders = lambda s: s.orders  # noqa: E731
+    points = lambda s: s.points  # noqa: E731
+    campaigns = lambda s: s.campaigns  # noqa: E731
+    features: dict[str, Feature] = {}
+    for days in WINDOWS:
+        features[f"revenue_{days}d"] = Feature(
+            "number",
+            f"Order revenue net of returns, last {days} days",
+            _windowed(orders, ORDER_REVENUE, days),
+        )
+        features[f"orders_{days}d"] = Feature(
+            "number", f"Number of orders, last {days} days", _windowed(orders, ORDER_COUNT, days)
+        )
+    for days in (30, 90, 365):
+        features[f"points_earned_{days}d"] = Feature(
+            "number",
+            f"Loyalty points earned, last {days} days",
+            _windowed(points, POINTS_EARNED, days),
+        )
+        features[f"points_redeemed_{days}d"] = Feature(
+            "number",
+            f"Loyalty points redeemed, last {days} days",
+            _windowed(points, POINTS_REDEEMED, days),
+        )
+        features[f"actions_{days}d"] = Feature(
+            "number",
+            f"Loyalty actions taken part in, last {days} days",
+            _windowed(points, POINTS_ACTIONS, days),
+        )
+    features["points_expired_365d"] = Feature(
+        "number", "Loyalty points expired, last 365 days", _windowed(points, POINTS_EXPIRED, 365)
+    )
+    for kind, column in CAMPAIGN_COLUMNS.items():
+        for days in (90, 365):
+            features[f"campaigns_{kind}_{days}d"] = Feature(
+                "number",
+                f"Campaign interactions '{kind}', last {days} days",
+                _windowed(campaigns, column, days),
+            )
+    features.update(
+        {
+            "revenue_prev_90d": Feature(
+                "number", "Revenue of the 90 days before the last 90", _revenue_prev_90d
+            ),
+            "momentum_90d": Feature("number", "Revenue last 90 days / the 90 before", _momentum),
+            "aov_365d": Feature(
+                "number",
+                "Average order value, last 365 days",
+                _ratio("revenue_365d", "orders_365d"),
+            ),
+            "recency_days": Feature(
+                "number", "Days since the last order", _days_since("last_order_day")
+            ),
+            "tenure_days": Feature(
+                "number", "Days since the first order", _days_since("first_order_day")
+            ),
+            "days_since_activity": Feature(
+                "number", "Days since any activity", _days_since("last_activity_day")
+            ),
+            "response_rate_365d": Feature(
+                "number",
+                "Campaign responses and conversions per campaign sent, last 365 days",
+                _ratio("campaign_acceptances_365d", "campaigns_sent_365d"),
+            ),
+            "campaign_acceptances_365d": Feature(
+                "number",
+                "Campaign responses plus conversions, last 365 days",
+                lambda s, d: (
+                    _window_sums(s.campaigns, d, 4, 365) + _window_sums(s.campaigns, d, 5, 365)
+                ),
+            ),
+            "points_balance": Feature(
+                "number", "Current loyalty points balance", lambda s, _d: s.points_balance
+            ),
+            "tier": Feature("string", "Loyalty tier", lambda s, _d: s.tier),
+            "is_member": Feature(
+                "bool",
+                "Has ever earned or redeemed points, or has a tier",
+                lambda s, _d: bool(s.points) or s.tier is not None or s.points_balance != 0,
+            ),
+            "unsubscribed": Feature(
+                "bool", "A contact unsubscribed from campaigns", lambda s, _d: s.unsubscribed
+            ),
+            "top_category": Feature(
+                "string", "Category with the largest trailing-year spend", _top_category
+            ),
+            "industry": Feature("string", "Industry (profile)", _profile("industry")),
+            "employees": Feature("number", "Head count (profile)", _profile("employees")),
+            "size_class": Feature(
+                "string", "micro/small/medium/large/enterprise (profile)", _profile("size_class")
+            ),
+            "country": Feature("string", "ISO country code (profile)", _profile("country")),
+            "region": Feature("string", "EMEA/AMER/APAC (profile)", _profile("region")),
+        }
+    )
+    for role in ROLES:
+        features[f"{role}_engaged_30d"] = Feature(
+            "bool", f"A {role} contact interacted in the last 30 days", _role_engaged(role, 30, 0)
+        )
+        features[f"{role}_accepted_90d"] = Feature(
+            "bool",
+            f"A {role} contact responded to or converted on a campaign in the last 90 days",
+            _role_engaged(role, 90, 1),
+        )
+    return features
+
+
+#: The feature catalogue: name -> kind, description and how it is computed.
+FEATURES: dict[str, Feature] = _catalogue()
+
+
+def _share(features: Mapping[str, Any], category: str) -> Any:
+    return features[f"share.{category}"]
+
+
+#: What segment conditions may refer to.
+VOCABULARY = Vocabulary(
+    features={name: feature.kind for name, feature in FEATURES.items()},  # type: ignore[misc]
+    functions={
+        "share": Function(
+            impl=_share,
+            arg_kinds=("string",),
+            result_kind="number",
+            description='Share (0..1) of a category in trailing-year spend, e.g. share("tools")',
+        )
+    },
+)

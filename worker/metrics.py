@@ -1,0 +1,52 @@
+"""Prometheus metrics of one worker process.
+
+Each ``Metrics`` owns its registry, so several workers (or tests) in one process
+never collide on metric names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "segworker_events",
+            "Input events by type and outcome (applied, duplicate, dead_letter)",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "segworker_dead_letters",
+            "Records sent to the dead-letter topic, by error kind",
+            ["error_kind"],
+            registry=self.registry,
+        )
+        self.changes = Counter(
+            "segworker_segment_changes",
+            "SegmentChanged events emitted",
+            ["family", "change"],
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "segworker_batch_seconds",
+            "Time to process one batch, from decode to delivered changes",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "segworker_retries",
+            "Batches retried after a transient Redis or Kafka failure",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.outbox_resent = Counter(
+            "segworker_outbox_resent",
+            "Changes re-sent from the outbox after their first sender died",
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,88 @@
+"""One frozen settings object, read from the environment once and passed down.
+
+``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` keep their conventional names; every
+other setting is ``SEGWORKER_<NAME>``. When the two connection settings are unset,
+``segworker run``/``demo`` start an embedded broker and Redis.
+
+Examples
+--------
+>>> s = Settings(kafka_bootstrap_servers="127.0.0.1:9092", redis_url="redis://127.0.0.1:6379/0")
+>>> s.input_topics
+('orders', 'campaign-events', 'loyalty-points', 'account-profiles')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DEFINITIONS = Path(__file__).parent / "definitions" / "default.yaml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEGWORKER_", frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "SEGWORKER_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="host:port[,host:port]; unset = embedded broker",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "SEGWORKER_REDIS_URL"),
+        description="redis://[:password@]host:port/db or rediss://…; unset = embedded Redis",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+
+    app_id: str = "segworker"
+    topic_orders: str = "orders"
+    topic_campaign_events: str = "campaign-events"
+    topic_loyalty_points: str = "loyalty-points"
+    topic_account_profiles: str = "account-profiles"
+    topic_segment_changes: str = "segment-changes"
+    topic_dead_letters: str = "segment-dead-letters"
+    partitions: int = Field(default=4, ge=1, description="Partitions of topics the worker creates")
+
+    definitions_path: Path = DEFAULT_DEFINITIONS
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_within_seconds: float = Field(default=0.05, gt=0, le=10)
+    max_event_bytes: int = Field(default=1_000_000, ge=1024)
+    redis_key_prefix: str = "seg"
+    outbox_resend_after_seconds: float = Field(
+        default=30.0, gt=0, description="Outbox entries older than this are re-sent by any worker"
+    )
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    retry_max_seconds: float = Field(default=10.0, gt=0, description="Back-off cap for retries")
+    log_level: str = "info"
+
+    @property
+    def input_topics(self) -> tuple[str, str, str, str]:
+        return (
+            self.topic_orders,
+            self.topic_campaign_events,
+            self.topic_loyalty_points,
+            self.topic_account_profiles,
+        )
+
+    @property
+    def output_topics(self) -> tuple[str, str]:
+        return (self.topic_segment_changes, self.topic_dead_letters)
+
+    def allowed_types(self, topic: str) -> frozenset[str]:
+        """Event types a topic may carry; anything else is a dead letter."""
+        return {
+            self.topic_orders: frozenset({"order_placed", "order_returned"}),
+            self.topic_campaign_events: frozenset({"campaign_interaction"}),
+            self.topic_loyalty_points: frozenset({"loyalty_points"}),
+            self.topic_account_profiles: frozenset({"account_profile"}),
+        }.get(topic, frozenset())

@@ -1,0 +1,142 @@
+"""Redis state store: account states, segment member sets and the change outbox.
+
+One round trip loads a batch's states; one MULTI/EXEC writes them back together
+with the member-set updates and the outbox entries, so a crash leaves either all of
+a batch's effects or none. ``WATCH`` on the state keys fences a worker that lost
+its partitions in a rebalance: if anybody else wrote one of its accounts in
+between, the batch is recomputed from the fresh states instead of overwriting them.
+
+Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
+
+    seg:acct:{<account_id>}            JSON account state (features + memberships)
+    seg:members:<family>:<segment>     SET of account ids
+    seg:outbox                         HASH change_id -> SegmentChanged JSON
+    seg:outbox:written                 ZSET change_id -> time written (for re-sends)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from worker.events import SegmentChanged
+from worker.features import AccountState
+
+
+@dataclass
+class BatchResult:
+    """What a batch mutation produced: the accounts it changed and their changes."""
+
+    changed_accounts: set[str] = field(default_factory=set)
+    changes: list[SegmentChanged] = field(default_factory=list)
+
+
+def encode_state(state: AccountState) -> bytes:
+    return json.dumps(state.to_dict(), separators=(",", ":")).encode()
+
+
+def decode_state(account_id: str, raw: bytes | None) -> AccountState:
+    if raw is None:
+        return AccountState(account_id)
+    return AccountState.from_dict(json.loads(raw))
+
+
+class StateStore:
+    """The one storage interface of the worker."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = "seg") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.outbox_key = f"{prefix}:outbox"
+        self.outbox_written_key = f"{prefix}:outbox:written"
+
+    def state_key(self, account_id: str) -> str:
+        return f"{self.prefix}:acct:{{{account_id}}}"
+
+    def members_key(self, family: str, segment_id: str) -> str:
+        return f"{self.prefix}:members:{family}:{segment_id}"
+
+    async def load(self, account_id: str) -> AccountState | None:
+        raw = await self.redis.get(self.state_key(account_id))
+        return None if raw is None else decode_state(account_id, raw)
+
+    async def update_batch(
+        self,
+        account_ids: Iterable[str],
+        mutate: Callable[[dict[str, AccountState]], BatchResult],
+    ) -> BatchResult:
+        """Load the states of ``account_ids``, let ``mutate`` change them, write atomically.
+
+        ``mutate`` must be a pure function of the states it is given: on a write
+        conflict it is called again with freshly loaded states.
+        """
+        accounts = sorted(set(account_ids))
+        keys = [self.state_key(account) for account in accounts]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(*keys)
+                    raws = await pipe.mget(keys)
+                    states = {
+                        a: decode_state(a, raw) for a, raw in zip(accounts, raws, strict=True)
+                    }
+                    result = mutate(states)
+                    pipe.multi()
+                    self._queue_writes(pipe, states, result)
+                    await pipe.execute()
+                    return result
+                except WatchError:
+                    # Another worker wrote one of these accounts (a rebalance in
+                    # progress): recompute from what it wrote.
+                    continue
+
+    def _queue_writes(
+        self, pipe: Any, states: dict[str, AccountState], result: BatchResult
+    ) -> None:
+        for account in sorted(result.changed_accounts):
+            pipe.set(self.state_key(account), encode_state(states[account]))
+        now = time.time()
+        for change in result.changes:
+            key = self.members_key(change.family, change.segment_id)
+            if change.change == "entered":
+                pipe.sadd(key, change.account_id)
+            else:
+                pipe.srem(key, change.account_id)
+            pipe.hset(self.outbox_key, change.change_id, change.model_dump_json())
+            pipe.zadd(self.outbox_written_key, {change.change_id: now})
+
+    async def clear_outbox(self, change_ids: Sequence[str]) -> None:
+        """Forget changes that Kafka has acknowledged."""
+        if not change_ids:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.outbox_key, *change_ids)
+            pipe.zrem(self.outbox_written_key, *change_ids)
+            await pipe.execute()
+
+    async def stale_outbox(
+        self, older_than_seconds: float, limit: int = 1000
+    ) -> list[SegmentChanged]:
+        """Outbox entries written long ago and never cleared: their sender died."""
+        cutoff = time.time() - older_than_seconds
+        ids = await self.redis.zrangebyscore(
+            self.outbox_written_key, "-inf", cutoff, start=0, num=limit
+        )
+        if not ids:
+            return []
+        raws = await self.redis.hmget(self.outbox_key, ids)
+        stale = [SegmentChanged.model_validate_json(raw) for raw in raws if raw is not None]
+        orphans = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+        if orphans:
+            await self.redis.zrem(self.outbox_written_key, *orphans)
+        return stale
+
+    async def members(self, family: str, segment_id: str) -> set[str]:
+        raw = await self.redis.smembers(self.members_key(family, segment_id))
+        return {m.decode() if isinstance(m, bytes) else m for m in raw}
