@@ -11,6 +11,7 @@ batch is safe because state updates are idempotent and change ids deterministic.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -126,7 +127,7 @@ class BatchProcessor:
                 )
             else:
                 events.append((decoded, record))
-        return events, letters
+        return _interleave_by_event_time(events), letters
 
     def _apply(
         self,
@@ -156,3 +157,21 @@ class BatchProcessor:
                 log.warning("%s unavailable (%s); retrying in %.1fs", stage, error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
+
+
+def _interleave_by_event_time(
+    events: list[tuple[AnyInputEvent, Record]],
+) -> list[tuple[AnyInputEvent, Record]]:
+    """Merge the batch's partitions by event time, keeping each partition's own order.
+
+    Kafka orders an account's events only within one topic; without this a batch
+    could apply a day's orders before the profile that precedes them and emit
+    short-lived memberships. Offsets of one partition must stay ascending, because
+    the per-account offset watermark would otherwise skip the lower one.
+    """
+    by_partition: dict[str, list[tuple[AnyInputEvent, Record]]] = {}
+    for item in events:
+        by_partition.setdefault(item[1].source, []).append(item)
+    if len(by_partition) < 2:
+        return events
+    return list(heapq.merge(*by_partition.values(), key=lambda item: item[0].occurred_at))

@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("SEGWORKER_LOG_LEVEL", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Client libraries log every connection at INFO; their warnings are what matters.
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return int(args.handler(args) or 0)
 
 

@@ -120,12 +120,12 @@ def print_change(console: Console, change: dict[str, Any]) -> None:
         f" (from {change['previous_segment_id']})" if change.get("previous_segment_id") else ""
     )
     reason = change["reason"]
-    if len(reason) > 110:
-        reason = reason[:107] + "..."
     console.print(
         f"{change['occurred_at'][:10]} {change['account_id']:10} {arrow} "
         f"[bold]{change['family']}/{change['segment_id']}[/bold]{previous}  [dim]{reason}[/dim]",
         highlight=False,
+        no_wrap=True,
+        overflow="ellipsis",
     )
 
 
@@ -139,6 +139,7 @@ def watch_changes(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         auto_offset_reset="earliest",
         group_id=None,
+        enable_auto_commit=False,
         consumer_timeout_ms=250,
     )
     totals: Counter[str] = Counter()

@@ -53,6 +53,7 @@ CATEGORY_BUCKET_DAYS = 30
 RECENT_IDS_KEPT = 32
 ROLES: tuple[ContactRole, ...] = ("user", "buyer", "influencer", "decider", "gatekeeper")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MISSING = object()
 
 # Column positions inside the per-day rows; rows are plain lists so the state is
 # compact JSON and cheap to load.
@@ -307,11 +308,27 @@ class FeatureView(Mapping[str, Any]):
         if compute is not None:
             value = compute.compute(self.state, self.now_day)
         elif name.startswith("share."):
-            value = category_shares(self.state, self.now_day).get(name[6:], 0.0)
+            value = self._shares().get(name[6:], 0.0)
         else:
             raise KeyError(name)
         self._cache[name] = value
         return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        # Mapping.get goes through __getitem__ and an exception; rules call this per read.
+        cached = self._cache.get(name, _MISSING)
+        if cached is not _MISSING:
+            return cached
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def _shares(self) -> dict[str, float]:
+        shares = self._cache.get("share.*")
+        if shares is None:
+            shares = self._cache["share.*"] = category_shares(self.state, self.now_day)
+        return shares  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[str]:
         return iter(FEATURES)
