@@ -15,17 +15,20 @@ import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker import value
 from worker.decoding import Record, decode_record
 from worker.events import AnyInputEvent, DeadLetter, SegmentChanged
-from worker.features import AccountState
+from worker.features import NO_GLOBALS, AccountState, FeatureView, Globals
 from worker.metrics import Metrics
-from worker.processing import process_event
+from worker.processing import evaluate, process_event
 from worker.rules import Definitions
+from worker.schedule import Schedule
 from worker.settings import Settings
 from worker.store import BatchResult, StateStore
 
@@ -67,6 +70,8 @@ class BatchProcessor:
         self._allowed_types = {
             topic: settings.allowed_types(topic) for topic in settings.input_topics
         }
+        self.schedule = Schedule(definitions)
+        self.globals = NO_GLOBALS
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         started = time.perf_counter()
@@ -83,8 +88,68 @@ class BatchProcessor:
                 ),
             )
             await self.deliver(result.changes)
+            for (event_type, outcome), count in result.outcomes.items():
+                self.metrics.events.labels(event_type, outcome).inc(count)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
+
+    async def now(self) -> float | None:
+        """Current time for sweeps: stream time (largest event time seen) or wall clock."""
+        if self.settings.time_mode == "wall":
+            return time.time()
+        return await self.store.stream_time()
+
+    async def sweep_due(self) -> int:
+        """Re-evaluate accounts whose memberships may have changed with time alone."""
+        now = await self.now()
+        if now is None:
+            return 0
+        accounts = await self.store.due_accounts(now, self.settings.sweep_batch_size)
+        if accounts:
+            cause = f"time:{datetime.fromtimestamp(now, UTC).date().isoformat()}"
+            await self.reevaluate(accounts, cause, at=now)
+        return len(accounts)
+
+    async def refresh_thresholds(self) -> int:
+        """Recompute the ABC cut-offs; re-evaluate the accounts they move. Returns that count."""
+        stored = await self.store.load_thresholds()
+        computed = value.compute_thresholds(
+            await self.store.revenues(), self.settings.value_a_share, self.settings.value_b_share
+        )
+        new = value.thresholds_to_dict(computed)
+        moved = 0
+        if stored is None or not value.same_cutoffs(stored, new):
+            if await self.store.replace_thresholds(stored, new):
+                self.globals = _globals(new)
+                old = value.thresholds_from_dict(stored) if stored else None
+                for low, high in value.affected_revenue_range(old, computed):
+                    accounts = await self.store.accounts_with_revenue_between(low, high)
+                    await self.reevaluate(accounts, f"thresholds:{computed.version}")
+                    moved += len(accounts)
+                log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
+                return moved
+            stored = await self.store.load_thresholds()
+        if stored is not None:
+            self.globals = _globals(stored)
+        return moved
+
+    async def reevaluate(
+        self, accounts: Sequence[str], cause: str, at: float | None = None
+    ) -> BatchResult:
+        """Evaluate stored accounts again (time passed, cut-offs moved) and deliver changes."""
+        total = BatchResult()
+        size = self.settings.sweep_batch_size
+        for start in range(0, len(accounts), size):
+            chunk = accounts[start : start + size]
+            result = await self._retrying(
+                "redis",
+                lambda chunk=chunk: self.store.update_batch(  # type: ignore[misc]
+                    chunk, lambda states: self._reevaluate(states, cause, at)
+                ),
+            )
+            await self.deliver(result.changes)
+            total.changes.extend(result.changes)
+        return total
 
     async def deliver(self, changes: Sequence[SegmentChanged]) -> None:
         """Send changes, then clear them from the outbox; retried until both succeed."""
@@ -139,13 +204,36 @@ class BatchProcessor:
         for event, record in events:
             state = states[event.account_id]
             changes = process_event(
-                state, event, self.definitions, position=(record.source, record.offset)
+                state, event, self.definitions, (record.source, record.offset), self.globals
             )
             if changes is None:
+                result.count(event.type, "duplicate")
                 continue
+            result.count(event.type, "applied")
             result.changed_accounts.add(event.account_id)
             result.changes.extend(changes)
+            result.clock = max(result.clock, event.occurred_at.timestamp())
+        self._index(states, result)
         return result
+
+    def _reevaluate(
+        self, states: dict[str, AccountState], cause: str, at: float | None
+    ) -> BatchResult:
+        result = BatchResult()
+        for account, state in states.items():
+            if not state.clock:  # not stored (erased meanwhile): nothing to evaluate
+                continue
+            result.changes.extend(evaluate(state, self.definitions, cause, self.globals, at))
+            result.changed_accounts.add(account)
+        self._index(states, result)
+        return result
+
+    def _index(self, states: dict[str, AccountState], result: BatchResult) -> None:
+        """When each changed account is due for a sweep, and its revenue for the ABC."""
+        for account in result.changed_accounts:
+            state = states[account]
+            result.due[account] = self.schedule.next_due(state)
+            result.revenue[account] = FeatureView(state, state.now_day)["revenue_365d"]
 
     async def _retrying(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1
@@ -175,3 +263,11 @@ def _interleave_by_event_time(
     if len(by_partition) < 2:
         return events
     return list(heapq.merge(*by_partition.values(), key=lambda item: item[0].occurred_at))
+
+
+def _globals(thresholds: dict[str, Any]) -> Globals:
+    return Globals(
+        value_a_min=thresholds["a_min"],
+        value_b_min=thresholds["b_min"],
+        thresholds_version=thresholds["version"],
+    )

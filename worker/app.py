@@ -142,6 +142,18 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     async def resend_outbox() -> None:
         await processor.resend_stale_outbox()
 
+    @app.timer(interval=settings.sweep_interval_seconds)
+    async def sweep_due() -> None:
+        # Drain what is due now, within one interval, so a replay's sweep keeps up.
+        deadline = asyncio.get_running_loop().time() + settings.sweep_interval_seconds
+        while await processor.sweep_due() >= settings.sweep_batch_size:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+
+    @app.timer(interval=settings.value_interval_seconds)
+    async def refresh_value_thresholds() -> None:
+        await processor.refresh_thresholds()
+
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")

@@ -254,6 +254,9 @@ class SegmentChanged(_Contract):
         default_factory=dict, description="The feature values the deciding rule referenced."
     )
     occurred_at: AwareDatetime = Field(description="Stream time at which the change happened.")
+    member_since: AwareDatetime | None = Field(
+        default=None, description="For exits: when the account had entered the segment."
+    )
     definition_version: str
     cause: str = Field(description="What triggered it: the event id, or 'time:<iso>' for sweeps.")
 

@@ -42,7 +42,7 @@ from worker.events import (
     OrderPlaced,
     OrderReturned,
 )
-from worker.rules import Function, Vocabulary
+from worker.rules import FeatureKind, Function, Vocabulary
 
 WINDOWS = (30, 90, 180, 365)
 #: Activity older than this many days cannot influence any feature and is pruned.
@@ -74,6 +74,22 @@ def day_of(moment: datetime) -> int:
 def moment_of(day: int) -> datetime:
     """The UTC midnight that starts ``day``."""
     return datetime.fromtimestamp(day * 86400, UTC)
+
+
+@dataclass(frozen=True)
+class Globals:
+    """Facts shared by all accounts (from the store), that some features depend on.
+
+    ``value_a_min``/``value_b_min`` are the current ABC cut-offs on trailing-year
+    revenue (see ``worker.value``); None until they were first computed.
+    """
+
+    value_a_min: float | None = None
+    value_b_min: float | None = None
+    thresholds_version: str = ""
+
+
+NO_GLOBALS = Globals()
 
 
 @dataclass
@@ -292,11 +308,12 @@ class FeatureView(Mapping[str, Any]):
     ``share.<category>`` reads the category's share of trailing-year spend.
     """
 
-    __slots__ = ("_cache", "now_day", "state")
+    __slots__ = ("_cache", "globals", "now_day", "state")
 
-    def __init__(self, state: AccountState, now_day: int) -> None:
+    def __init__(self, state: AccountState, now_day: int, globals: Globals = NO_GLOBALS) -> None:
         self.state = state
         self.now_day = now_day
+        self.globals = globals
         self._cache: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Any:
@@ -307,6 +324,8 @@ class FeatureView(Mapping[str, Any]):
         compute = FEATURES.get(name)
         if compute is not None:
             value = compute.compute(self.state, self.now_day)
+        elif name in GLOBAL_FEATURES:
+            value = GLOBAL_FEATURES[name].compute(self)
         elif name.startswith("share."):
             value = self._shares().get(name[6:], 0.0)
         else:
@@ -328,20 +347,21 @@ class FeatureView(Mapping[str, Any]):
         shares = self._cache.get("share.*")
         if shares is None:
             shares = self._cache["share.*"] = category_shares(self.state, self.now_day)
-        return shares  # type: ignore[no-any-return]
+        return shares
 
     def __iter__(self) -> Iterator[str]:
-        return iter(FEATURES)
+        yield from FEATURES
+        yield from GLOBAL_FEATURES
 
     def __len__(self) -> int:
-        return len(FEATURES)
+        return len(FEATURES) + len(GLOBAL_FEATURES)
 
 
 @dataclass(frozen=True)
 class Feature:
     """One catalogue entry: its kind for the condition language and how to compute it."""
 
-    kind: str
+    kind: FeatureKind
     description: str
     compute: Callable[[AccountState, int], Any]
 
@@ -532,13 +552,63 @@ def _catalogue() -> dict[str, Feature]:
 FEATURES: dict[str, Feature] = _catalogue()
 
 
+@dataclass(frozen=True)
+class GlobalFeature:
+    """A feature that also depends on facts shared by all accounts (``Globals``)."""
+
+    kind: FeatureKind
+    description: str
+    compute: Callable[[FeatureView], Any]
+
+
+def _abc_class(view: FeatureView) -> str | None:
+    a_min, b_min = view.globals.value_a_min, view.globals.value_b_min
+    revenue = view["revenue_365d"]
+    if a_min is None or b_min is None or revenue <= 0:
+        return None
+    return "A" if revenue >= a_min else "B" if revenue >= b_min else "C"
+
+
+def _clv(view: FeatureView) -> float | None:
+    from worker.value import clv_estimate
+
+    return clv_estimate(
+        view["revenue_365d"], view["orders_365d"], view["tenure_days"], view["recency_days"]
+    )
+
+
+GLOBAL_FEATURES: dict[str, GlobalFeature] = {
+    "value_a_min": GlobalFeature(
+        "number",
+        "Smallest trailing-year revenue of an A account (global ABC cut-off)",
+        lambda view: view.globals.value_a_min,
+    ),
+    "value_b_min": GlobalFeature(
+        "number",
+        "Smallest trailing-year revenue of a B account (global ABC cut-off)",
+        lambda view: view.globals.value_b_min,
+    ),
+    "abc_class": GlobalFeature(
+        "string",
+        "A, B or C by the Pareto analysis of trailing-year revenue (null: no revenue)",
+        _abc_class,
+    ),
+    "clv_estimate": GlobalFeature(
+        "number", "Customer lifetime value estimate (see worker.value.clv_estimate)", _clv
+    ),
+}
+
+
 def _share(features: Mapping[str, Any], category: str) -> Any:
     return features[f"share.{category}"]
 
 
 #: What segment conditions may refer to.
 VOCABULARY = Vocabulary(
-    features={name: feature.kind for name, feature in FEATURES.items()},  # type: ignore[misc]
+    features={
+        **{name: feature.kind for name, feature in FEATURES.items()},
+        **{name: feature.kind for name, feature in GLOBAL_FEATURES.items()},
+    },
     functions={
         "share": Function(
             impl=_share,

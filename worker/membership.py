@@ -2,6 +2,15 @@
 
 Pure. Change ids are deterministic: the same change computed again, after a crash
 or a redelivery, gets the same id, so downstream consumers can de-duplicate.
+
+Hysteresis keeps segments from flapping. Per segment definition:
+
+- ``min_dwell``: once entered, stay at least this long;
+- ``exit_grace``: leave only after the account has not belonged for this long.
+
+While either holds an account, it stays where it is; in an exclusive family it
+also does not enter the segment it would move to, so every exit is paired with
+the entry into the next segment, and no account is ever in two.
 """
 
 from __future__ import annotations
@@ -15,17 +24,16 @@ from typing import Any, Literal
 from worker.events import SegmentChanged
 from worker.rules import FamilyDefinition, Match
 
-#: family -> segment id -> {"since": iso time, "reason": rule and values when entered}
+#: family -> segment id -> {"since": epoch s, "reason": text[, "outside_since": epoch s]}
 Memberships = dict[str, dict[str, dict[str, Any]]]
+Membership = dict[str, Any]
 
 
 def change_id(account_id: str, family: str, segment_id: str, change: str, cause: str) -> str:
     """A stable 32-hex-digit id of one membership change.
 
-    >>> len(change_id("ACME", "program", "champions", "entered", "evt-1"))
-    32
-    >>> change_id("A", "f", "s", "entered", "e") == change_id("A", "f", "s", "entered", "e")
-    True
+    >>> change_id("ACME", "program", "champions", "entered", "evt-1")
+    '5464dda45c87cbb06b6563d747e440aa'
     """
     key = "\x1f".join((account_id, family, segment_id, change, cause))
     return hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -40,74 +48,155 @@ class Context:
     cause: str
     definition_version: str
 
+    @property
+    def timestamp(self) -> float:
+        return self.at.timestamp()
+
 
 def diff_family(
     family: FamilyDefinition,
-    current: Mapping[str, Mapping[str, Any]],
+    current: Mapping[str, Membership],
     matches: list[Match],
     features: Mapping[str, Any],
     context: Context,
-) -> tuple[dict[str, dict[str, Any]], list[SegmentChanged]]:
+) -> tuple[dict[str, Membership], list[SegmentChanged]]:
     """New memberships of one family and the changes that lead there.
 
     For an exclusive family a move is an exit from the old segment followed by an
     entry into the new one that names the old as ``previous_segment_id``.
     """
+    if family.exclusive:
+        return _diff_exclusive(family, current, matches[0] if matches else None, features, context)
     matched = {match.segment_id: match for match in matches}
+    kept: dict[str, Membership] = {}
     changes: list[SegmentChanged] = []
-    kept: dict[str, dict[str, Any]] = {}
-    entered_exclusive = matches[0].segment_id if family.exclusive and matches else None
     for segment_id, membership in current.items():
         if segment_id in matched:
-            kept[segment_id] = dict(membership)
-            continue
-        failed = _failed_match(family, segment_id, features)
-        reason = (
-            f"no longer matches: {failed.reason()}"
-            if failed
-            else (f"segment {family.id}/{segment_id} is no longer defined")
-        )
-        if entered_exclusive is not None:
-            reason = f"moved to {entered_exclusive}: {reason}"
-        values = failed.values if failed else {}
-        changes.append(_change(context, family.id, segment_id, "exited", reason, values))
-    previous = next(iter(current), None) if family.exclusive else None
+            kept[segment_id] = _inside(membership)
+        elif (held := _held(family, segment_id, membership, context)) is not None:
+            kept[segment_id] = held
+        else:
+            changes.append(_exit(family, segment_id, membership, features, context, None))
     for segment_id, match in matched.items():
-        if segment_id in current:
-            continue
-        changes.append(
-            _change(
-                context,
-                family.id,
-                segment_id,
-                "entered",
-                match.reason(),
-                match.values,
-                previous_segment_id=previous if previous not in matched else None,
-            )
-        )
-        kept[segment_id] = {"since": context.at.isoformat(), "reason": match.reason()}
+        if segment_id not in current:
+            changes.append(_enter(family.id, match, context, None))
+            kept[segment_id] = _new_membership(match, context)
     return kept, changes
+
+
+def _diff_exclusive(
+    family: FamilyDefinition,
+    current: Mapping[str, Membership],
+    target: Match | None,
+    features: Mapping[str, Any],
+    context: Context,
+) -> tuple[dict[str, Membership], list[SegmentChanged]]:
+    old_id, old = next(iter(current.items()), (None, None))
+    if target is not None and target.segment_id == old_id:
+        assert old is not None
+        return {old_id: _inside(old)}, []
+    if old_id is not None and old is not None:
+        held = _held(family, old_id, old, context)
+        if held is not None:
+            return {old_id: held}, []
+    changes: list[SegmentChanged] = []
+    if old_id is not None and old is not None:
+        moved_to = target.segment_id if target else None
+        changes.append(_exit(family, old_id, old, features, context, moved_to))
+    if target is None:
+        return {}, changes
+    changes.append(_enter(family.id, target, context, old_id))
+    return {target.segment_id: _new_membership(target, context)}, changes
 
 
 def exit_all(
     family_id: str,
-    current: Mapping[str, Mapping[str, Any]],
+    current: Mapping[str, Membership],
     context: Context,
     reason: str,
 ) -> list[SegmentChanged]:
-    """Exits for every membership of a family or segments that no longer exist."""
-    return [_change(context, family_id, segment_id, "exited", reason, {}) for segment_id in current]
+    """Exits for every membership of a family that is no longer defined."""
+    return [
+        _change(context, family_id, segment_id, "exited", reason, {}, None, membership)
+        for segment_id, membership in current.items()
+    ]
 
 
-def _failed_match(
-    family: FamilyDefinition, segment_id: str, features: Mapping[str, Any]
-) -> Match | None:
-    """The rule an account no longer meets, with the values that failed it."""
-    segment = next((s for s in family.segments if s.id == segment_id), None)
+def due_times(family: FamilyDefinition, memberships: Mapping[str, Membership]) -> list[float]:
+    """Epoch seconds at which a held membership may end without a new event."""
+    due: list[float] = []
+    for segment_id, membership in memberships.items():
+        if "outside_since" not in membership:
+            continue
+        segment = _segment(family, segment_id)
+        if segment is None:
+            continue
+        if segment.min_dwell is not None:
+            due.append(membership["since"] + segment.min_dwell.total_seconds())
+        if segment.exit_grace is not None:
+            due.append(membership["outside_since"] + segment.exit_grace.total_seconds())
+    return due
+
+
+def _segment(family: FamilyDefinition, segment_id: str) -> Any:
+    return next((s for s in family.segments if s.id == segment_id), None)
+
+
+def _held(
+    family: FamilyDefinition, segment_id: str, membership: Membership, context: Context
+) -> Membership | None:
+    """The membership kept by ``min_dwell``/``exit_grace``, or None when it may end now."""
+    segment = _segment(family, segment_id)
     if segment is None:
         return None
-    return Match(segment_id, segment.when, segment.condition.explain(features))
+    now = context.timestamp
+    outside_since = membership.get("outside_since", now)
+    dwelling = segment.min_dwell is not None and now < (
+        membership["since"] + segment.min_dwell.total_seconds()
+    )
+    in_grace = segment.exit_grace is not None and now < (
+        outside_since + segment.exit_grace.total_seconds()
+    )
+    if dwelling or in_grace:
+        return {**membership, "outside_since": outside_since}
+    return None
+
+
+def _inside(membership: Membership) -> Membership:
+    if "outside_since" in membership:
+        return {k: v for k, v in membership.items() if k != "outside_since"}
+    return dict(membership)
+
+
+def _new_membership(match: Match, context: Context) -> Membership:
+    return {"since": context.timestamp, "reason": match.reason()}
+
+
+def _enter(
+    family_id: str, match: Match, context: Context, previous: str | None
+) -> SegmentChanged:
+    return _change(
+        context, family_id, match.segment_id, "entered", match.reason(), match.values, previous
+    )
+
+
+def _exit(
+    family: FamilyDefinition,
+    segment_id: str,
+    membership: Membership,
+    features: Mapping[str, Any],
+    context: Context,
+    moved_to: str | None,
+) -> SegmentChanged:
+    segment = _segment(family, segment_id)
+    if segment is None:
+        reason, values = f"segment {family.id}/{segment_id} is no longer defined", {}
+    else:
+        failed = Match(segment_id, segment.when, segment.condition.explain(features))
+        reason, values = f"no longer matches: {failed.reason()}", failed.values
+    if moved_to is not None:
+        reason = f"moved to {moved_to}: {reason}"
+    return _change(context, family.id, segment_id, "exited", reason, values, None, membership)
 
 
 def _change(
@@ -117,7 +206,8 @@ def _change(
     change: Literal["entered", "exited"],
     reason: str,
     values: Mapping[str, Any],
-    previous_segment_id: str | None = None,
+    previous_segment_id: str | None,
+    membership: Membership | None = None,
 ) -> SegmentChanged:
     return SegmentChanged(
         change_id=change_id(context.account_id, family_id, segment_id, change, context.cause),
@@ -129,6 +219,9 @@ def _change(
         reason=reason,
         features={name: _plain(value) for name, value in values.items()},
         occurred_at=context.at,
+        member_since=(
+            datetime.fromtimestamp(membership["since"], context.at.tzinfo) if membership else None
+        ),
         definition_version=context.definition_version,
         cause=context.cause,
     )

@@ -12,16 +12,26 @@ from datetime import UTC, datetime
 
 from worker import features, membership
 from worker.events import AnyInputEvent, SegmentChanged
-from worker.features import AccountState, FeatureView
+from worker.features import NO_GLOBALS, AccountState, FeatureView, Globals
 from worker.rules import Definitions, evaluate_family
 
 
-def evaluate(state: AccountState, definitions: Definitions, cause: str) -> list[SegmentChanged]:
+def evaluate(
+    state: AccountState,
+    definitions: Definitions,
+    cause: str,
+    globals: Globals = NO_GLOBALS,
+    at: float | None = None,
+) -> list[SegmentChanged]:
     """Re-evaluate every family for ``state`` at its stream time; update its memberships.
 
-    Returns the changes, in family order (exits before entries within a family).
+    ``at`` (epoch seconds) moves the account's clock forward first: a time sweep or a
+    threshold change evaluates the account at the global stream time. Returns the
+    changes, in family order (exits before entries within a family).
     """
-    view = FeatureView(state, state.now_day)
+    if at is not None:
+        state.clock = max(state.clock, at)
+    view = FeatureView(state, state.now_day, globals)
     context = membership.Context(
         account_id=state.account_id,
         at=datetime.fromtimestamp(state.clock, UTC),
@@ -52,6 +62,7 @@ def process_event(
     event: AnyInputEvent,
     definitions: Definitions,
     position: tuple[str, int] | None = None,
+    globals: Globals = NO_GLOBALS,
 ) -> list[SegmentChanged] | None:
     """Apply ``event`` to ``state`` and return the membership changes it causes.
 
@@ -59,4 +70,4 @@ def process_event(
     """
     if not features.apply(state, event, position):
         return None
-    return evaluate(state, definitions, cause=event.event_id)
+    return evaluate(state, definitions, cause=event.event_id, globals=globals)

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     outbox_resend_after_seconds: float = Field(
         default=30.0, gt=0, description="Outbox entries older than this are re-sent by any worker"
     )
+    time_mode: Literal["stream", "wall"] = Field(
+        default="stream",
+        description="stream: time is the largest event time seen, so replays behave like live "
+        "traffic; wall: the machine clock",
+    )
+    sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    sweep_batch_size: int = Field(default=500, ge=1)
+    value_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often the ABC cut-offs are recomputed"
+    )
+    value_a_share: float = Field(default=0.80, gt=0, lt=1)
+    value_b_share: float = Field(default=0.15, gt=0, lt=1)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     retry_max_seconds: float = Field(default=10.0, gt=0, description="Back-off cap for retries")

@@ -12,13 +12,17 @@ Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
     seg:members:<family>:<segment>     SET of account ids
     seg:outbox                         HASH change_id -> SegmentChanged JSON
     seg:outbox:written                 ZSET change_id -> time written (for re-sends)
+    seg:due                            ZSET account -> when a time sweep must look again
+    seg:value:revenue                  ZSET account -> trailing-year revenue (> 0 only)
+    seg:value:thresholds               JSON of the current ABC cut-offs
+    seg:clock                          ZSET "stream" -> largest event time seen (ZADD GT)
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +35,22 @@ from worker.features import AccountState
 
 @dataclass
 class BatchResult:
-    """What a batch mutation produced: the accounts it changed and their changes."""
+    """What a batch mutation produced.
+
+    ``changed_accounts`` are written back; ``due`` and ``revenue`` update the sweep and
+    value indexes of those accounts; ``clock`` is the largest event time applied.
+    """
 
     changed_accounts: set[str] = field(default_factory=set)
     changes: list[SegmentChanged] = field(default_factory=list)
+    due: dict[str, float | None] = field(default_factory=dict)
+    revenue: dict[str, float] = field(default_factory=dict)
+    clock: float = 0.0
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def count(self, event_type: str, outcome: str) -> None:
+        key = (event_type, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
 def encode_state(state: AccountState) -> bytes:
@@ -55,6 +71,11 @@ class StateStore:
         self.prefix = prefix
         self.outbox_key = f"{prefix}:outbox"
         self.outbox_written_key = f"{prefix}:outbox:written"
+        self.due_key = f"{prefix}:due"
+        self.revenue_key = f"{prefix}:value:revenue"
+        self.thresholds_key = f"{prefix}:value:thresholds"
+        self.clock_key = f"{prefix}:clock"
+        self.account_key_pattern = f"{prefix}:acct:*"
 
     def state_key(self, account_id: str) -> str:
         return f"{self.prefix}:acct:{{{account_id}}}"
@@ -101,6 +122,18 @@ class StateStore:
     ) -> None:
         for account in sorted(result.changed_accounts):
             pipe.set(self.state_key(account), encode_state(states[account]))
+        due = {account: at for account, at in result.due.items() if at is not None}
+        if due:
+            pipe.zadd(self.due_key, due)
+        if undue := [account for account, at in result.due.items() if at is None]:
+            pipe.zrem(self.due_key, *undue)
+        earning = {account: r for account, r in result.revenue.items() if r > 0}
+        if earning:
+            pipe.zadd(self.revenue_key, earning)
+        if not_earning := [account for account, r in result.revenue.items() if r <= 0]:
+            pipe.zrem(self.revenue_key, *not_earning)
+        if result.clock:
+            pipe.zadd(self.clock_key, {"stream": result.clock}, gt=True)
         now = time.time()
         for change in result.changes:
             key = self.members_key(change.family, change.segment_id)
@@ -137,6 +170,64 @@ class StateStore:
             await self.redis.zrem(self.outbox_written_key, *orphans)
         return stale
 
+    async def stream_time(self) -> float | None:
+        """The largest event time any worker has applied (epoch seconds)."""
+        return await self.redis.zscore(self.clock_key, "stream")
+
+    async def due_accounts(self, until: float, limit: int) -> list[str]:
+        raw = await self.redis.zrangebyscore(self.due_key, "-inf", until, start=0, num=limit)
+        return [_text(account) for account in raw]
+
+    async def revenues(self) -> list[float]:
+        """Trailing-year revenue of every account with revenue (for the ABC cut-offs)."""
+        pairs = await self.redis.zrange(self.revenue_key, 0, -1, withscores=True)
+        return [score for _, score in pairs]
+
+    async def accounts_with_revenue_between(self, low: float, high: float) -> list[str]:
+        raw = await self.redis.zrangebyscore(self.revenue_key, low, high)
+        return [_text(account) for account in raw]
+
+    async def load_thresholds(self) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.thresholds_key)
+        return None if raw is None else json.loads(raw)
+
+    async def replace_thresholds(
+        self, expected: dict[str, Any] | None, new: dict[str, Any]
+    ) -> bool:
+        """Store ``new`` cut-offs if the stored ones are still ``expected``.
+
+        Exactly one of several workers that computed the same new cut-offs wins,
+        and only the winner re-evaluates the affected accounts.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.thresholds_key)
+                raw = await pipe.get(self.thresholds_key)
+                if (None if raw is None else json.loads(raw)) != expected:
+                    return False
+                pipe.multi()
+                pipe.set(self.thresholds_key, json.dumps(new))
+                await pipe.execute()
+                return True
+            except WatchError:
+                return False
+
+    async def account_ids(self, batch: int = 1000) -> AsyncIterator[list[str]]:
+        """Every account with stored state, in batches (SCAN: no blocking of Redis)."""
+        prefix = len(self.account_key_pattern) - 1
+        chunk: list[str] = []
+        async for key in self.redis.scan_iter(match=self.account_key_pattern, count=batch):
+            chunk.append(_text(key)[prefix:].strip("{}"))
+            if len(chunk) >= batch:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
     async def members(self, family: str, segment_id: str) -> set[str]:
         raw = await self.redis.smembers(self.members_key(family, segment_id))
-        return {m.decode() if isinstance(m, bytes) else m for m in raw}
+        return {_text(m) for m in raw}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

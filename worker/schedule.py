@@ -1,0 +1,124 @@
+"""When can an account's memberships change without a new event?
+
+Pure. An order leaves the 90-day window exactly 90 days after it was placed; a
+``recency_days <= 30`` condition turns false 31 days after the last order; a held
+membership (``min_dwell``/``exit_grace``) may end at a known moment. ``next_due``
+returns the earliest such moment after the account's stream time, and the worker
+keeps it in a Redis sorted set that a timer sweeps: that is how an account leaves
+"ordered in the last 90 days" with no further event.
+
+The candidates over-approximate (a window edge that changes no condition still
+counts); a needless re-evaluation finds nothing to change and emits nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+from typing import Any
+
+from worker import membership
+from worker.features import CATEGORY_BUCKET_DAYS, HORIZON_DAYS, AccountState
+from worker.rules import Definitions
+
+#: Every window length (days) some feature sums over.
+WINDOW_DAYS = (30, 90, 180, 365)
+#: Features that grow by one every day, and the day in the state they count from.
+DAYS_SINCE = {
+    "recency_days": "last_order_day",
+    "tenure_days": "first_order_day",
+    "days_since_activity": "last_activity_day",
+}
+ROLE_WINDOWS = (30, 90)
+DAY = 86400
+
+
+class Schedule:
+    r"""Due-time computation for one set of definitions (built once, then per account).
+
+    >>> from worker.features import VOCABULARY
+    >>> from worker.rules import load_definitions
+    >>> rules = load_definitions(
+    ...     'version: "1"\nfamilies:\n  f:\n    exclusive: false\n    segments:\n'
+    ...     '      - id: recent\n        when: recency_days <= 30\n', VOCABULARY)
+    >>> state = AccountState("A", clock=100 * DAY, last_order_day=100)
+    >>> schedule = Schedule(rules)
+    >>> schedule.next_due(state) / DAY  # recency_days reaches 30 (would matter for `< 30`)
+    130.0
+    >>> state.clock = 130 * DAY
+    >>> schedule.next_due(state) / DAY  # recency_days becomes 31: `<= 30` turns false
+    131.0
+    """
+
+    def __init__(self, definitions: Definitions) -> None:
+        self.definitions = definitions
+        self.constants = {
+            feature: constants_compared_with(definitions, feature) for feature in DAYS_SINCE
+        }
+
+    def next_due(self, state: AccountState) -> float | None:
+        """Epoch seconds of the next moment a re-evaluation could change a membership."""
+        today = state.now_day
+        days = [*_window_edges(state, today), *self._days_since_crossings(state)]
+        days += _role_edges(state)
+        days += _category_edges(state)
+        moments: list[float] = [day * DAY for day in days if day > today]
+        for family in self.definitions.families:
+            moments += membership.due_times(family, state.memberships.get(family.id, {}))
+        future = [moment for moment in moments if moment > state.clock]
+        return min(future) if future else None
+
+    def _days_since_crossings(self, state: AccountState) -> list[int]:
+        crossings = []
+        for feature, attribute in DAYS_SINCE.items():
+            start = getattr(state, attribute)
+            if start is None:
+                continue
+            for constant in self.constants[feature]:
+                # covers <, <=, >, >= and == against the constant
+                crossings += [start + constant, start + constant + 1]
+        return crossings
+
+
+def _window_edges(state: AccountState, today: int) -> list[int]:
+    edges = []
+    tables: tuple[list[list[Any]], ...] = (state.orders, state.points, state.campaigns)
+    for rows in tables:
+        for window in WINDOW_DAYS:
+            # the oldest row still inside the window is the next to leave it
+            index = bisect.bisect_right(rows, today - window, key=lambda row: row[0])
+            if index < len(rows):
+                edges.append(int(rows[index][0]) + window)
+    return edges
+
+
+def _role_edges(state: AccountState) -> list[int]:
+    return [
+        int(day) + window
+        for engaged, accepted in state.roles.values()
+        for day in (engaged, accepted)
+        if day is not None
+        for window in ROLE_WINDOWS
+    ]
+
+
+def _category_edges(state: AccountState) -> list[int]:
+    if not state.categories:
+        return []
+    oldest = min(int(bucket) for bucket in state.categories)
+    return [(oldest + 1) * CATEGORY_BUCKET_DAYS + HORIZON_DAYS]
+
+
+def constants_compared_with(definitions: Definitions, feature: str) -> tuple[int, ...]:
+    """Whole-day constants in any condition that mentions ``feature``."""
+    found: set[int] = set()
+    for family in definitions.families:
+        for segment in family.segments:
+            if feature not in segment.condition.names:
+                continue
+            for node in ast.walk(ast.parse(segment.when.strip(), mode="eval")):
+                value = getattr(node, "value", None) if isinstance(node, ast.Constant) else None
+                is_number = isinstance(value, int | float) and not isinstance(value, bool)
+                if is_number and 0 <= value <= 10 * 365:  # type: ignore[operator]
+                    found.add(int(value))  # type: ignore[arg-type]
+    return tuple(sorted(found))
