@@ -5,6 +5,9 @@ demo                   embedded stack + worker + synthetic producer, live change
 produce-sample         synthetic B2B events into a broker
 schemas export         regenerate schemas/ from the pydantic models
 validate-definitions   check a definitions file against the feature catalogue
+explain ACCOUNT_ID     current memberships with reasons, read from Redis
+recompute [--dry-run]  re-evaluate every stored account after a definitions change
+import-orders FILE     back-fill from an ERP order export (CSV)
 """
 
 from __future__ import annotations
@@ -67,7 +70,112 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("path", type=Path, nargs="?", default=None)
     validate.add_argument("--features", action="store_true", help="list the feature catalogue")
     validate.set_defaults(handler=cmd_validate_definitions)
+
+    explain = commands.add_parser("explain", help="memberships of an account, with reasons")
+    explain.add_argument("account_id")
+    explain.set_defaults(handler=cmd_explain)
+
+    recompute = commands.add_parser("recompute", help="re-evaluate all accounts")
+    recompute.add_argument("--dry-run", action="store_true", help="show, do not write or emit")
+    recompute.add_argument("--definitions", type=Path, default=None)
+    recompute.set_defaults(handler=cmd_recompute)
+
+    imports = commands.add_parser("import-orders", help="back-fill orders from a CSV export")
+    imports.add_argument("path", type=Path)
+    imports.add_argument("--dry-run", action="store_true", help="parse and report only")
+    imports.set_defaults(handler=cmd_import_orders)
     return parser
+
+
+def _require(settings: Settings, *names: str) -> Settings:
+    missing = [name for name in names if not getattr(settings, name)]
+    if missing:
+        env = {"redis_url": "REDIS_URL", "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS"}
+        raise SystemExit(f"set {' and '.join(env[name] for name in missing)} for this command")
+    return settings
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from worker.operations import explain
+
+    settings = _require(Settings(), "redis_url")
+    found = asyncio.run(explain(settings, args.account_id))
+    console = Console()
+    if found is None:
+        console.print(f"no state stored for account {args.account_id!r}")
+        return 1
+    table = Table(title=f"{found.account_id} as of {found.as_of:%Y-%m-%d %H:%M} (stream time)")
+    for column in ("family", "segment", "since", "reason"):
+        table.add_column(column)
+    for family, segment, since, reason in sorted(found.memberships):
+        table.add_row(family, segment, f"{since:%Y-%m-%d}", reason)
+    console.print(table)
+    shown = {k: v for k, v in found.features.items() if v not in (None, 0, 0.0, False)}
+    console.print(", ".join(f"{name}={value}" for name, value in shown.items()))
+    return 0
+
+
+def cmd_recompute(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from worker.features import VOCABULARY
+    from worker.operations import recompute
+    from worker.rules import load_definitions
+
+    settings = Settings()
+    _require(settings, "redis_url", *(() if args.dry_run else ("kafka_bootstrap_servers",)))
+    definitions = load_definitions(args.definitions or settings.definitions_path, VOCABULARY)
+    report = asyncio.run(recompute(settings, definitions, dry_run=args.dry_run))
+    verb = "would change" if args.dry_run else "changed"
+    console = Console()
+    console.print(
+        f"recompute with {definitions.version}: {report.accounts} accounts, "
+        f"{report.changes} memberships {verb}",
+        soft_wrap=True,
+    )
+    table = Table()
+    for column in ("segment", "change", "accounts", "examples"):
+        table.add_column(column)
+    for segment, change, count, examples in report.rows():
+        table.add_row(segment, change, str(count), examples)
+    console.print(table)
+    return 0
+
+
+def cmd_import_orders(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from worker.importer import ImportFileError, format_report, import_orders
+
+    console = Console(stderr=True)
+    settings = Settings()
+    if not args.dry_run:
+        _require(settings, "kafka_bootstrap_servers")
+
+    def progress(done: int, total: int) -> None:
+        console.print(f"{done}/{total} events produced", highlight=False)
+
+    try:
+        report = import_orders(
+            args.path,
+            settings.kafka_bootstrap_servers or "",
+            settings.topic_orders,
+            on_progress=progress,
+            dry_run=args.dry_run,
+        )
+    except ImportFileError as error:
+        console.print(f"[red]{args.path}: {error}")
+        return 2
+    print(format_report(report))
+    return 0
 
 
 def cmd_validate_definitions(args: argparse.Namespace) -> int:

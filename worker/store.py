@@ -87,6 +87,11 @@ class StateStore:
         raw = await self.redis.get(self.state_key(account_id))
         return None if raw is None else decode_state(account_id, raw)
 
+    async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        """Stored states of ``account_ids`` (missing ones are left out), one round trip."""
+        raws = await self.redis.mget([self.state_key(a) for a in account_ids])
+        return {a: decode_state(a, raw) for a, raw in zip(account_ids, raws, strict=True) if raw}
+
     async def update_batch(
         self,
         account_ids: Iterable[str],

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,38 +134,69 @@ def event_bytes(event: Mapping[str, Any]) -> bytes:
     return json.dumps(event).encode()
 
 
-def consume(
-    bootstrap_servers: str,
-    topic: str,
-    *,
-    expected: int,
-    timeout: float = 90,
-    settle: float = 3.0,
-) -> list[dict[str, Any]]:
-    """Read ``topic`` from the start until ``expected`` messages arrived, then a bit longer.
+class TopicReader:
+    """Reads one topic from the start, incrementally across the steps of a test."""
 
-    The extra ``settle`` seconds catch messages beyond the expected ones, so a test
-    can assert that nothing more was emitted.
-    """
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        consumer_timeout_ms=500,
-    )
-    received: list[dict[str, Any]] = []
-    try:
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=None,
+            enable_auto_commit=False,
+            consumer_timeout_ms=300,
+        )
+
+    def read(self, expected: int, timeout: float = 60.0, settle: float = 1.5) -> list[dict]:
+        """Messages until ``expected`` arrived, plus ``settle`` quiet seconds to catch extras."""
+        received: list[dict] = []
         deadline = time.monotonic() + timeout
-        settle_until: float | None = None
+        quiet_until: float | None = None
         while time.monotonic() < deadline:
-            for message in consumer:
-                received.append(json.loads(message.value))
-            if len(received) >= expected and settle_until is None:
-                settle_until = time.monotonic() + settle
-            if settle_until is not None and time.monotonic() >= settle_until:
-                break
-    finally:
-        consumer.close()
-    return received
+            received.extend(json.loads(m.value) for m in self.consumer)
+            if len(received) >= expected:
+                quiet_until = quiet_until or time.monotonic() + settle
+                if time.monotonic() >= quiet_until:
+                    break
+        return received
+
+    def read_until(
+        self, done: Callable[[list[dict]], bool], timeout: float = 60.0, settle: float = 1.5
+    ) -> list[dict]:
+        """Messages until ``done(received)`` holds, plus ``settle`` quiet seconds."""
+        received: list[dict] = []
+        deadline = time.monotonic() + timeout
+        quiet_until: float | None = None
+        while time.monotonic() < deadline:
+            received.extend(json.loads(m.value) for m in self.consumer)
+            if done(received):
+                quiet_until = quiet_until or time.monotonic() + settle
+                if time.monotonic() >= quiet_until:
+                    break
+        return received
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def send(deployment: Deployment, topic: str, *events: Mapping[str, Any]) -> None:
+    """Produce events to a deployment's logical topic, keyed by their account."""
+    produce(
+        deployment.bootstrap_servers,
+        [(deployment.topic(topic), e["account_id"].encode(), event_bytes(e)) for e in events],
+    )
+
+
+def order_event(
+    event_id: str, account: str, at: datetime, total: float, category: str = "tools"
+) -> dict[str, Any]:
+    return {
+        "type": "order_placed",
+        "event_id": event_id,
+        "occurred_at": at.isoformat(),
+        "account_id": account,
+        "order_id": f"ord-{event_id}",
+        "total": total,
+        "contact_id": f"{account}-C1",
+        "lines": [{"sku": "SKU-1", "category": category, "quantity": 1, "unit_price": total}],
+    }

@@ -17,9 +17,15 @@ from typing import Any
 
 import pytest
 import redis
-from kafka import KafkaConsumer
 
-from tests.integration.harness import Deployment, WorkerProcess, event_bytes, produce
+from tests.integration.harness import (
+    Deployment,
+    TopicReader,
+    WorkerProcess,
+    event_bytes,
+    produce,
+    send,
+)
 
 DEFINITIONS = Path(__file__).with_name("definitions.yaml")
 T0 = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)
@@ -33,38 +39,6 @@ def expected_id(account: str, family: str, segment: str, change: str, cause: str
     """The documented change-id formula, re-implemented independently of the worker."""
     key = "\x1f".join((account, family, segment, change, cause))
     return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-class ChangeReader:
-    """Reads one output topic incrementally across the steps of a test."""
-
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self.consumer = KafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap_servers,
-            auto_offset_reset="earliest",
-            group_id=None,
-            enable_auto_commit=False,
-            consumer_timeout_ms=300,
-        )
-
-    def read(self, expected: int, timeout: float = 60.0, settle: float = 1.5) -> list[dict]:
-        import time
-
-        received: list[dict] = []
-        deadline = time.monotonic() + timeout
-        quiet_until: float | None = None
-        while time.monotonic() < deadline:
-            batch = [json.loads(m.value) for m in self.consumer]
-            received.extend(batch)
-            if len(received) >= expected:
-                quiet_until = quiet_until or time.monotonic() + settle
-                if time.monotonic() >= quiet_until:
-                    break
-        return received
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def summary(changes: list[dict[str, Any]]) -> list[tuple]:
@@ -91,16 +65,9 @@ def worker(deployment, tmp_path):
 
 @pytest.fixture
 def changes(deployment):
-    reader = ChangeReader(deployment.bootstrap_servers, deployment.topic("segment-changes"))
+    reader = TopicReader(deployment.bootstrap_servers, deployment.topic("segment-changes"))
     yield reader
     reader.close()
-
-
-def send(deployment: Deployment, topic: str, event: dict[str, Any], key: str | None = None):
-    produce(
-        deployment.bootstrap_servers,
-        [(deployment.topic(topic), (key or event["account_id"]).encode(), event_bytes(event))],
-    )
 
 
 def profile(event_id, account, days, industry, employees, country="DE"):
@@ -326,7 +293,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_goes_on(
             (deployment.topic("orders"), b"ACME", event_bytes({"type": "refund", "event_id": "x"})),
         ],
     )
-    letters = ChangeReader(deployment.bootstrap_servers, deployment.topic("dead-letters"))
+    letters = TopicReader(deployment.bootstrap_servers, deployment.topic("dead-letters"))
     try:
         dead = letters.read(5)
     finally:

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.events import OrderPlaced, OrderReturned
+from worker.features import VOCABULARY, AccountState
+from worker.processing import evaluate, process_event
+from worker.rules import load_definitions
+from worker.schedule import DAY, Schedule
+
+DEFINITIONS = load_definitions(
+    """
+version: "h-1"
+families:
+  buyers:
+    exclusive: false
+    segments:
+      - id: recent
+        when: recency_days <= 30
+        exit_grace: 5d
+      - id: big
+        when: revenue_90d >= 1000
+        min_dwell: 20d
+  level:
+    exclusive: true
+    segments:
+      - id: high
+        when: revenue_90d >= 1000
+        min_dwell: 10d
+      - id: low
+        when: true
+""",
+    VOCABULARY,
+)
+T0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
+
+
+def order(n: int, day: int, total: float) -> OrderPlaced:
+    return OrderPlaced(
+        event_id=f"o{n}",
+        occurred_at=T0 + timedelta(days=day),
+        account_id="A1",
+        order_id=f"o{n}",
+        total=total,
+    )
+
+
+def at(day: float) -> float:
+    return (T0 + timedelta(days=day)).timestamp()
+
+
+def summary(changes):
+    return [(c.family, c.segment_id, c.change) for c in changes]
+
+
+def test_exit_grace_delays_the_exit_until_the_condition_was_false_long_enough():
+    state = AccountState("A1")
+    process_event(state, order(1, 0, 10.0), DEFINITIONS)
+    # recency 31 on day 31: outside, but within the 5-day grace
+    assert evaluate(state, DEFINITIONS, "t31", at=at(31)) == []
+    assert "outside_since" in state.memberships["buyers"]["recent"]
+    assert evaluate(state, DEFINITIONS, "t35", at=at(35.5)) == []
+    changes = evaluate(state, DEFINITIONS, "t36", at=at(36))
+    assert summary(changes) == [("buyers", "recent", "exited")]
+    assert changes[0].member_since == T0
+
+
+def test_coming_back_within_the_grace_clears_it():
+    state = AccountState("A1")
+    process_event(state, order(1, 0, 10.0), DEFINITIONS)
+    evaluate(state, DEFINITIONS, "t31", at=at(31))
+    assert process_event(state, order(2, 33, 10.0), DEFINITIONS) == []
+    assert "outside_since" not in state.memberships["buyers"]["recent"]
+
+
+def test_min_dwell_keeps_an_exclusive_segment_and_defers_the_move():
+    state = AccountState("A1")
+    changes = process_event(state, order(1, 0, 1500.0), DEFINITIONS)
+    assert ("level", "high", "entered") in summary(changes)
+    # revenue leaves the 90-day window on day 90, but "big" dwells 20 days only
+    # from entry; "high" must stay 10 days: both long over, so both leave on day 90
+    changes = evaluate(state, DEFINITIONS, "t90", at=at(90))
+    assert summary(changes) == [
+        ("buyers", "big", "exited"),
+        ("level", "high", "exited"),
+        ("level", "low", "entered"),
+    ]
+    assert changes[2].previous_segment_id == "high"
+
+
+def test_min_dwell_holds_a_membership_whose_condition_turned_false_early():
+    state = AccountState("A1")
+    process_event(state, order(1, 0, 1500.0), DEFINITIONS)
+    returned = OrderReturned(
+        event_id="r1",
+        occurred_at=T0 + timedelta(days=1),
+        account_id="A1",
+        order_id="o1",
+        amount=1000.0,
+    )
+    assert process_event(state, returned, DEFINITIONS) == []  # revenue 500, held by the dwells
+    assert evaluate(state, DEFINITIONS, "t5", at=at(5)) == []  # held by both dwells
+    assert state.memberships["level"] == {"high": state.memberships["level"]["high"]}
+    changes = evaluate(state, DEFINITIONS, "t10", at=at(10))
+    assert summary(changes) == [("level", "high", "exited"), ("level", "low", "entered")]
+    changes = evaluate(state, DEFINITIONS, "t20", at=at(20))
+    assert summary(changes) == [("buyers", "big", "exited")]
+
+
+def test_schedule_points_at_the_hysteresis_expiry():
+    state = AccountState("A1")
+    process_event(state, order(1, 0, 10.0), DEFINITIONS)
+    evaluate(state, DEFINITIONS, "t31", at=at(31))
+    assert Schedule(DEFINITIONS).next_due(state) == at(36)
+
+
+def test_schedule_points_at_window_edges_and_recency_crossings():
+    state = AccountState("A1")
+    process_event(state, order(1, 0, 10.0), DEFINITIONS)
+    schedule = Schedule(DEFINITIONS)
+    first_day = int(at(0) // DAY)
+    assert schedule.next_due(state) == (first_day + 30) * DAY  # recency 30 / 30-day window
+    state.clock = (first_day + 31) * DAY
+    assert schedule.next_due(state) == (first_day + 90) * DAY  # the 90-day window edge
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200), st.sampled_from([0.0, 10.0, 2000.0])), max_size=15))
+def test_following_the_schedule_finds_every_time_driven_change(orders):
+    """Sweeping only at due times gives the same memberships as evaluating every day."""
+    history = sorted(orders)
+    daily, swept = AccountState("A1"), AccountState("A1")
+    schedule = Schedule(DEFINITIONS)
+
+    def advance(until: float) -> None:
+        if daily.clock:
+            for day in range(int(daily.clock // DAY) + 1, int(until // DAY) + 1):
+                evaluate(daily, DEFINITIONS, f"d{day}", at=day * DAY)
+        while swept.clock and (due := schedule.next_due(swept)) is not None and due <= until:
+            evaluate(swept, DEFINITIONS, f"s{due}", at=due)
+
+    for n, (day, total) in enumerate(history):
+        advance(at(day))
+        process_event(daily, order(n, day, total), DEFINITIONS)
+        process_event(swept, order(n, day, total), DEFINITIONS)
+    advance(at(400))
+    if history:
+        evaluate(daily, DEFINITIONS, "end", at=at(400))
+        evaluate(swept, DEFINITIONS, "end", at=at(400))
+    assert _segments(swept) == _segments(daily)
+
+
+def _segments(state: AccountState) -> dict[str, list[str]]:
+    return {family: sorted(members) for family, members in state.memberships.items()}
