@@ -25,21 +25,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from common import ROOT, GroupProgress, deployment, peak_rss_mib, worker_env
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from worker.embedded import (  # noqa: E402
-    create_topics,
-    free_port,
-    import_kafka_python,
-    start_kafka,
-    start_redis,
-)
-from worker.generator import generate_events, make_accounts, produce  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from worker.generator import generate_events, make_accounts, produce
+from worker.settings import Settings
 
 console = Console()
 
@@ -58,23 +49,6 @@ def preproduce(settings: Settings, accounts: int, days: int, limit: int) -> int:
     return produce(events, settings.kafka_bootstrap_servers, topics=topics, limit=limit)
 
 
-def committed(admin: object, group: str, topics: tuple[str, ...]) -> int:
-    offsets = admin.list_group_offsets(group)[group]  # type: ignore[attr-defined]
-    return sum(
-        meta.offset for tp, meta in offsets.items() if tp.topic in topics and meta.offset > 0
-    )
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def measure(
     name: str,
     command: list[str],
@@ -84,8 +58,8 @@ def measure(
     total: int,
     timeout: float,
 ) -> dict[str, float]:
-    kafka = import_kafka_python()
-    admin = kafka.KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    """Rate from the group's first commit to its last, so group-join time is not counted."""
+    progress = GroupProgress(settings, group)
     log = Path(tempfile.mkdtemp(prefix="segworker-bench-")) / f"{name}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -93,35 +67,35 @@ def measure(
         )
     first: tuple[float, int] | None = None
     last: tuple[float, int] = (time.monotonic(), 0)
-    peak_rss = 0
+    peak_rss = 0.0
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
+        while last[1] < total:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{name} did not finish in {timeout}s ({last[1]}/{total}); {log}"
+                )
             time.sleep(0.1)
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited early; see {log}")
-            done = committed(admin, group, settings.input_topics)
-            peak_rss = max(peak_rss, rss_kib(process.pid))
+            done = progress.committed()
+            peak_rss = max(peak_rss, peak_rss_mib(process.pid))
             now = time.monotonic()
             if done > 0 and first is None:
                 first = (now, done)
             if done != last[1]:
                 last = (now, done)
-            if done >= total:
-                break
-        else:
-            raise RuntimeError(f"{name} did not finish in {timeout}s ({last[1]}/{total}); {log}")
     finally:
         process.terminate()
         process.wait(20)
-        admin.close()
+        progress.close()
     assert first is not None
     seconds = last[0] - first[0]
     return {
         "events": total - first[1],
         "seconds": seconds,
         "rate": (total - first[1]) / seconds if seconds > 0 else float("nan"),
-        "rss_mib": peak_rss / 1024,
+        "rss_mib": peak_rss,
     }
 
 
@@ -133,56 +107,14 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
 
-    base = Settings()
-    servers: list = []
-    if not base.kafka_bootstrap_servers:
-        servers.append(start_kafka())
-    if not base.redis_url:
-        servers.append(start_redis())
-    try:
-        settings = base.model_copy(
-            update={
-                "kafka_bootstrap_servers": base.kafka_bootstrap_servers
-                or servers[0].bootstrap_servers,
-                "redis_url": base.redis_url or servers[-1].url,
-                "topic_orders": "bench-orders",
-                "topic_campaign_events": "bench-campaign-events",
-                "topic_loyalty_points": "bench-loyalty-points",
-                "topic_account_profiles": "bench-account-profiles",
-                "topic_segment_changes": "bench-segment-changes",
-                "topic_dead_letters": "bench-dead-letters",
-            }
-        )
-        assert settings.kafka_bootstrap_servers and settings.redis_url
-        create_topics(
-            settings.kafka_bootstrap_servers,
-            {t: settings.partitions for t in (*settings.input_topics, *settings.output_topics)},
-        )
+    with deployment("bench") as settings:
         started = time.monotonic()
         total = preproduce(settings, args.accounts, args.days, args.limit)
         console.print(f"pre-produced {total} events in {time.monotonic() - started:.1f}s")
-
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "REDIS_URL": settings.redis_url,
-            "SEGWORKER_LOG_LEVEL": "warning",
-            **{
-                f"SEGWORKER_TOPIC_{name.upper()}": getattr(settings, f"topic_{name}")
-                for name in (
-                    "orders",
-                    "campaign_events",
-                    "loyalty_points",
-                    "account_profiles",
-                    "segment_changes",
-                    "dead_letters",
-                )
-            },
-        }
         trivial = measure(
             "trivial",
             [sys.executable, "bench/trivial_app.py"],
-            {**env, "BENCH_TRIVIAL_APP_ID": "bench-trivial"},
+            worker_env(settings, BENCH_TRIVIAL_APP_ID="bench-trivial"),
             "bench-trivial",
             settings,
             total,
@@ -191,20 +123,12 @@ def main() -> int:
         full = measure(
             "worker",
             [sys.executable, "-m", "worker.cli", "run"],
-            {
-                **env,
-                "SEGWORKER_APP_ID": "bench-worker",
-                "SEGWORKER_REDIS_KEY_PREFIX": "bench",
-                "SEGWORKER_WEB_PORT": str(free_port()),
-            },
-            "bench-worker",
+            worker_env(settings),
+            settings.app_id,
             settings,
             total,
             args.timeout,
         )
-    finally:
-        for server in servers:
-            server.stop()
 
     table = Table(
         title=f"throughput, {total} events, {args.accounts} accounts "

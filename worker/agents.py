@@ -161,6 +161,10 @@ class BatchProcessor:
         )
         for change in changes:
             self.metrics.changes.labels(change.family, change.change).inc()
+            if change.change == "exited" and change.member_since is not None:
+                lasted = (change.occurred_at - change.member_since).total_seconds()
+                if lasted < self.settings.flap_window_seconds:
+                    self.metrics.flaps.labels(change.family, change.segment_id).inc()
 
     async def resend_stale_outbox(self) -> int:
         """Deliver outbox entries whose writer died between writing and sending."""

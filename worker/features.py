@@ -51,6 +51,8 @@ HORIZON_DAYS = 365
 CATEGORY_BUCKET_DAYS = 30
 #: How many recent event ids an account remembers to drop producer duplicates.
 RECENT_IDS_KEPT = 32
+#: Event ids of ``segworker import-orders``; imports arrive in time order per account.
+IMPORT_ID_PREFIX = "imp-"
 ROLES: tuple[ContactRole, ...] = ("user", "buyer", "influencer", "decider", "gatekeeper")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MISSING = object()
@@ -120,6 +122,7 @@ class AccountState:
     last_activity_day: int | None = None
     applied: dict[str, int] = field(default_factory=dict)
     recent_ids: list[str] = field(default_factory=list)
+    imported_until: float = 0.0
     memberships: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,19 +155,35 @@ def apply(
         source, offset = position
         if offset <= state.applied.get(source, -1):
             return False
-    if event.event_id in state.recent_ids:
+    if event.event_id in state.recent_ids or _imported_before(state, event):
         if position is not None:
             state.applied[position[0]] = position[1]
         return False
 
     _APPLIERS[type(event)](state, event)
     day = day_of(event.occurred_at)
-    state.clock = max(state.clock, event.occurred_at.timestamp())
+    moment = event.occurred_at.timestamp()
+    state.clock = max(state.clock, moment)
+    if event.event_id.startswith(IMPORT_ID_PREFIX):
+        state.imported_until = max(state.imported_until, moment)
     if not isinstance(event, AccountProfile):
         state.last_activity_day = max(day, state.last_activity_day or day)
     _remember(state, event.event_id, position)
     _prune(state)
     return True
+
+
+def _imported_before(state: AccountState, event: AnyInputEvent) -> bool:
+    """A history import older than one already applied: a re-import of the same file.
+
+    Imports are produced in event-time order, so everything before the account's
+    import watermark was seen; events at the watermark itself are caught by
+    ``recent_ids``. The consequence: an earlier period must be imported first.
+    """
+    return (
+        event.event_id.startswith(IMPORT_ID_PREFIX)
+        and event.occurred_at.timestamp() < state.imported_until
+    )
 
 
 def _remember(state: AccountState, event_id: str, position: tuple[str, int] | None) -> None:

@@ -92,6 +92,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 from worker.events import EARLIEST_EVENT_TIME, OrderPlaced, decode_input
+from worker.features import IMPORT_ID_PREFIX
 from worker.generator import encode, produce
 
 EventDict = dict[str, Any]
@@ -104,7 +105,7 @@ DEFAULT_CURRENCY = "EUR"
 UNCATEGORIZED = "uncategorized"
 #: How many `RowError` examples an `ImportPlan` / `ImportReport` keeps.
 MAX_EXAMPLES = 20
-ID_PREFIX = "imp-"
+ID_PREFIX = IMPORT_ID_PREFIX
 #: Producer settings of `import_orders` (overriding those of `worker.generator.produce`).
 PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",

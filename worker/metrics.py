@@ -30,6 +30,12 @@ class Metrics:
             ["family", "change"],
             registry=self.registry,
         )
+        self.flaps = Counter(
+            "segworker_segment_flaps",
+            "Exits of memberships that lasted less than the flap window (stream time)",
+            ["family", "segment"],
+            registry=self.registry,
+        )
         self.batch_seconds = Histogram(
             "segworker_batch_seconds",
             "Time to process one batch, from decode to delivered changes",

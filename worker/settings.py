@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     )
     value_a_share: float = Field(default=0.80, gt=0, lt=1)
     value_b_share: float = Field(default=0.15, gt=0, lt=1)
+    flap_window_seconds: float = Field(
+        default=86400.0, gt=0, description="An exit sooner than this after the entry is a flap"
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     retry_max_seconds: float = Field(default=10.0, gt=0, description="Back-off cap for retries")

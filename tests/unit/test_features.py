@@ -276,3 +276,26 @@ def test_reading_features_does_not_mutate_state(history, days_later):
         view[name]
     view["share.tools"]
     assert state.to_dict() == before
+
+
+def test_re_importing_a_long_history_applies_nothing_twice():
+    """More events than recent_ids remembers: the import watermark catches the rest."""
+    history = [
+        OrderPlaced(
+            event_id=f"imp-{n:032x}",
+            occurred_at=T0 + timedelta(days=n // 2),
+            account_id="A1",
+            order_id=f"o{n}",
+            total=10.0,
+        )
+        for n in range(100)
+    ]
+    state = AccountState("A1")
+    assert all(apply(state, event, ("orders:0", offset)) for offset, event in enumerate(history))
+    before = state.to_dict()
+    # the same file again: new offsets, same ids and times
+    again = [apply(state, event, ("orders:0", 100 + n)) for n, event in enumerate(history)]
+    assert not any(again)
+    assert {k: v for k, v in state.to_dict().items() if k != "applied"} == {
+        k: v for k, v in before.items() if k != "applied"
+    }

@@ -1,0 +1,158 @@
+"""Import a two-year ERP order history and check ABC tiers against an offline computation.
+
+Writes a synthetic export (default 20,000 accounts x 730 days), starts a worker on an
+isolated deployment, runs ``segworker import-orders`` on the file, waits until the
+worker has consumed everything, the time sweep has caught up with stream time and
+the ABC cut-offs have settled, then compares every account's value tier held in
+Redis with ``worker.value.offline_abc`` over trailing-365-day revenue net of returns
+computed straight from the file. Prints the import rate, the worker's rate and the
+number of mismatches (which must be 0).
+
+    .venv/bin/python bench/import_abc.py [--accounts 20000] [--days 730]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from common import ROOT, GroupProgress, deployment, peak_rss_mib, worker_env
+from make_order_history import history_rows, write_history
+from rich.console import Console
+from rich.table import Table
+
+from worker.features import HORIZON_DAYS, day_of
+from worker.importer import plan_import
+from worker.value import offline_abc
+
+console = Console()
+TIER_OF_SEGMENT = {"a": "A", "b1": "B", "b2": "B", "c1": "C", "c2": "C"}
+
+
+def offline_tiers(path: Path) -> tuple[dict[str, str], int]:
+    """Tiers from the file alone: revenue of the trailing 365 days at the last event's day."""
+    with path.open(encoding="utf-8") as lines:
+        events = list(plan_import(lines).events())
+    now_day = max(day_of(datetime.fromisoformat(e["occurred_at"])) for e in events)
+    revenue: dict[str, float] = defaultdict(float)
+    for event in events:
+        if now_day - day_of(datetime.fromisoformat(event["occurred_at"])) >= HORIZON_DAYS:
+            continue
+        sign = 1 if event["type"] == "order_placed" else -1
+        revenue[event["account_id"]] += sign * event.get("total", event.get("amount", 0.0))
+    return offline_abc(revenue), len(events)
+
+
+def held_tiers(redis_url: str, prefix: str) -> dict[str, str]:
+    import redis
+
+    store = redis.Redis.from_url(redis_url)
+    tiers = {}
+    for segment, tier in TIER_OF_SEGMENT.items():
+        for account in store.smembers(f"{prefix}:members:value:{segment}"):
+            tiers[account.decode()] = tier
+    store.close()
+    return tiers
+
+
+def settled(redis_url: str, prefix: str) -> bool:
+    """Nothing due before stream time and the outbox is empty."""
+    import redis
+
+    store = redis.Redis.from_url(redis_url)
+    try:
+        now = store.zscore(f"{prefix}:clock", "stream") or 0
+        due = store.zcount(f"{prefix}:due", "-inf", now)
+        return due == 0 and store.hlen(f"{prefix}:outbox") == 0
+    finally:
+        store.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="segworker-import-"))
+    csv_path = workdir / "orders.csv"
+    with csv_path.open("w", encoding="utf-8") as file:
+        rows = write_history(file, history_rows(args.accounts, args.days))
+    expected, events = offline_tiers(csv_path)
+    console.print(f"{rows} rows, {events} events, {len(expected)} accounts with revenue")
+
+    with deployment("importbench") as settings:
+        env = worker_env(settings, SEGWORKER_VALUE_INTERVAL_SECONDS="3")
+        log = workdir / "worker.log"
+        with log.open("wb") as output:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "run"],
+                cwd=ROOT,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        progress = GroupProgress(settings, settings.app_id)
+        try:
+            started = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "-m", "worker.cli", "import-orders", str(csv_path)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            imported = time.monotonic()
+            console.print(done.stdout.strip())
+            consumed = progress.wait_for(events, args.timeout)
+            deadline = time.monotonic() + args.timeout
+            while not settled(settings.redis_url or "", settings.redis_key_prefix):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the sweep did not catch up")
+                time.sleep(0.5)
+            time.sleep(8)  # at least two cut-off refreshes after the last change
+            while not settled(settings.redis_url or "", settings.redis_key_prefix):
+                time.sleep(0.5)
+            rss = peak_rss_mib(worker.pid)
+            held = held_tiers(settings.redis_url or "", settings.redis_key_prefix)
+        finally:
+            progress.close()
+            worker.terminate()
+            worker.wait(30)
+
+    mismatches = {a: (t, held.get(a)) for a, t in expected.items() if held.get(a) != t}
+    extra = sorted(set(held) - set(expected))
+    table = Table(
+        title=f"import-orders, {args.accounts} accounts x {args.days} days "
+        f"({datetime.now(UTC):%Y-%m-%d})"
+    )
+    for column in ("figure", "value"):
+        table.add_column(column)
+    table.add_row("rows / events", f"{rows} / {events}")
+    table.add_row(
+        "import (parse + produce)",
+        f"{imported - started:.1f} s, {events / (imported - started):,.0f} events/s",
+    )
+    table.add_row(
+        "worker caught up after start of import",
+        f"{consumed - started:.1f} s, {events / (consumed - started):,.0f} events/s",
+    )
+    table.add_row("worker peak RSS", f"{rss:.0f} MiB")
+    table.add_row("accounts tiered A/B/C", f"{len(expected)} offline, {len(held)} in Redis")
+    table.add_row("tier mismatches", str(len(mismatches) + len(extra)))
+    console.print(table)
+    for account, (want, got) in list(mismatches.items())[:10]:
+        console.print(f"  {account}: offline {want}, worker {got}")
+    return 1 if mismatches or extra else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
