@@ -37,7 +37,10 @@ run: $(STAMP)
 
 .PHONY: bench
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/import_abc.py
+	$(BIN)/python bench/clustering_quality.py
 
 .PHONY: schemas
 schemas: $(STAMP)

@@ -46,7 +46,11 @@ def offline_tiers(path: Path) -> tuple[dict[str, str], int]:
             continue
         sign = 1 if event["type"] == "order_placed" else -1
         revenue[event["account_id"]] += sign * event.get("total", event.get("amount", 0.0))
-    return offline_abc(revenue), len(events)
+    tiers = offline_abc(revenue)
+    # Accounts that ordered within the year but net no revenue (returns) rank last: C.
+    ordered = {e["account_id"] for e in events if e["type"] == "order_placed"}
+    tiers.update({a: "C" for a in revenue if a not in tiers and a in ordered})
+    return tiers, len(events)
 
 
 def held_tiers(redis_url: str, prefix: str) -> dict[str, str]:
@@ -86,7 +90,7 @@ def main() -> int:
     with csv_path.open("w", encoding="utf-8") as file:
         rows = write_history(file, history_rows(args.accounts, args.days))
     expected, events = offline_tiers(csv_path)
-    console.print(f"{rows} rows, {events} events, {len(expected)} accounts with revenue")
+    console.print(f"{rows} rows, {events} events, {len(expected)} accounts ordered in the year")
 
     with deployment("importbench") as settings:
         env = worker_env(settings, SEGWORKER_VALUE_INTERVAL_SECONDS="3")
@@ -151,6 +155,8 @@ def main() -> int:
     console.print(table)
     for account, (want, got) in list(mismatches.items())[:10]:
         console.print(f"  {account}: offline {want}, worker {got}")
+    for account in extra[:10]:
+        console.print(f"  {account}: no tier offline, worker {held[account]}")
     return 1 if mismatches or extra else 0
 
 

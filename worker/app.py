@@ -144,8 +144,9 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
 
     @app.timer(interval=settings.sweep_interval_seconds)
     async def sweep_due() -> None:
-        # Drain what is due now, within one interval, so a replay's sweep keeps up.
-        deadline = asyncio.get_running_loop().time() + settings.sweep_interval_seconds
+        # Drain what is due now, within half an interval, so a replay's sweep keeps up
+        # without starving the agent.
+        deadline = asyncio.get_running_loop().time() + settings.sweep_interval_seconds / 2
         while await processor.sweep_due() >= settings.sweep_batch_size:
             if asyncio.get_running_loop().time() > deadline:
                 break

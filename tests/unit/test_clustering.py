@@ -31,7 +31,7 @@ from worker.clustering import (
     vectorize,
 )
 from worker.events import OrderLine, OrderPlaced
-from worker.features import AccountState, FeatureView, apply, day_of
+from worker.features import FEATURES, AccountState, FeatureView, apply, day_of
 from worker.generator import CATEGORIES
 
 # group -> (recency days, orders/yr, revenue/yr, points/yr, response rate); well separated
@@ -149,8 +149,9 @@ def test_vectorize_reads_a_feature_view() -> None:
     assert sum(needs.values()) == 1.0
 
 
-def test_default_categories_are_the_generators() -> None:
-    assert set(DEFAULT_CATEGORIES) == set(CATEGORIES)
+def test_specs_name_catalogue_features() -> None:
+    assert set(BEHAVIOUR.names) <= set(FEATURES)
+    assert set(DEFAULT_CATEGORIES) == set(CATEGORIES)  # needs: the demo generator's categories
 
 
 # ---------------------------------------------------------------------------- learner
