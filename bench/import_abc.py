@@ -29,7 +29,7 @@ from rich.table import Table
 
 from worker.features import HORIZON_DAYS, day_of
 from worker.importer import plan_import
-from worker.value import offline_abc
+from worker.value import compute_thresholds, offline_abc
 
 console = Console()
 TIER_OF_SEGMENT = {"a": "A", "b1": "B", "b2": "B", "c1": "C", "c2": "C"}
@@ -48,9 +48,14 @@ def offline_tiers(path: Path) -> tuple[dict[str, str], int]:
         revenue[event["account_id"]] += sign * event.get("total", event.get("amount", 0.0))
     tiers = offline_abc(revenue)
     # Accounts that ordered within the year but net no revenue (returns) rank last: C.
-    ordered = {e["account_id"] for e in events if e["type"] == "order_placed"}
+    ordered = {
+        e["account_id"]
+        for e in events
+        if e["type"] == "order_placed"
+        and now_day - day_of(datetime.fromisoformat(e["occurred_at"])) < HORIZON_DAYS
+    }
     tiers.update({a: "C" for a in revenue if a not in tiers and a in ordered})
-    return tiers, len(events)
+    return tiers, dict(revenue), len(events)
 
 
 def held_tiers(redis_url: str, prefix: str) -> dict[str, str]:
@@ -78,6 +83,28 @@ def settled(redis_url: str, prefix: str) -> bool:
         store.close()
 
 
+def diagnose(
+    settings, expected: dict[str, str], held: dict[str, str], revenue: dict[str, float]
+) -> None:
+    """For each mismatch: the revenue offline and in the worker, and both sets of cut-offs."""
+    import redis
+
+    wrong = [a for a in set(expected) | set(held) if expected.get(a) != held.get(a)]
+    if not wrong:
+        return
+    store = redis.Redis.from_url(settings.redis_url)
+    prefix = settings.redis_key_prefix
+    console.print(f"worker cut-offs: {store.get(f'{prefix}:value:thresholds')}")
+    offline = compute_thresholds(revenue.values())
+    console.print(f"offline cut-offs: a_min={offline.a_min} b_min={offline.b_min}")
+    for account in wrong[:10]:
+        console.print(
+            f"  {account}: offline {expected.get(account)} revenue {revenue.get(account)}; "
+            f"worker {held.get(account)} revenue {store.zscore(f'{prefix}:value:revenue', account)}"
+        )
+    store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=20_000)
@@ -89,7 +116,7 @@ def main() -> int:
     csv_path = workdir / "orders.csv"
     with csv_path.open("w", encoding="utf-8") as file:
         rows = write_history(file, history_rows(args.accounts, args.days))
-    expected, events = offline_tiers(csv_path)
+    expected, revenue, events = offline_tiers(csv_path)
     console.print(f"{rows} rows, {events} events, {len(expected)} accounts ordered in the year")
 
     with deployment("importbench") as settings:
@@ -127,6 +154,7 @@ def main() -> int:
                 time.sleep(0.5)
             rss = peak_rss_mib(worker.pid)
             held = held_tiers(settings.redis_url or "", settings.redis_key_prefix)
+            diagnose(settings, expected, held, revenue)
         finally:
             progress.close()
             worker.terminate()
