@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from worker import value
 from worker.decoding import Record, decode_record
 from worker.events import AnyInputEvent, DeadLetter, SegmentChanged
-from worker.features import NO_GLOBALS, AccountState, FeatureView, Globals
+from worker.features import AccountState, FeatureView, Globals
 from worker.metrics import Metrics
 from worker.processing import evaluate, process_event
 from worker.rules import Definitions
@@ -71,7 +71,6 @@ class BatchProcessor:
             topic: settings.allowed_types(topic) for topic in settings.input_topics
         }
         self.schedule = Schedule(definitions)
-        self.globals = NO_GLOBALS
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         started = time.perf_counter()
@@ -84,7 +83,7 @@ class BatchProcessor:
                 "redis",
                 lambda: self.store.update_batch(
                     (event.account_id for event, _ in events),
-                    lambda states: self._apply(states, events),
+                    lambda states, globals: self._apply(states, globals, events),
                 ),
             )
             await self.deliver(result.changes)
@@ -117,20 +116,17 @@ class BatchProcessor:
             await self.store.revenues(), self.settings.value_a_share, self.settings.value_b_share
         )
         new = value.thresholds_to_dict(computed)
+        if stored is not None and value.same_cutoffs(stored, new):
+            return 0
+        if not await self.store.replace_thresholds(stored, new):
+            return 0  # another worker stored these cut-offs and re-evaluates
+        old = value.thresholds_from_dict(stored) if stored else None
         moved = 0
-        if stored is None or not value.same_cutoffs(stored, new):
-            if await self.store.replace_thresholds(stored, new):
-                self.globals = _globals(new)
-                old = value.thresholds_from_dict(stored) if stored else None
-                for low, high in value.affected_revenue_range(old, computed):
-                    accounts = await self.store.accounts_with_revenue_between(low, high)
-                    await self.reevaluate(accounts, f"thresholds:{computed.version}")
-                    moved += len(accounts)
-                log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
-                return moved
-            stored = await self.store.load_thresholds()
-        if stored is not None:
-            self.globals = _globals(stored)
+        for low, high in value.affected_revenue_range(old, computed):
+            accounts = await self.store.accounts_with_revenue_between(low, high)
+            await self.reevaluate(accounts, f"thresholds:{computed.version}")
+            moved += len(accounts)
+        log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
         return moved
 
     async def reevaluate(
@@ -144,7 +140,7 @@ class BatchProcessor:
             result = await self._retrying(
                 "redis",
                 lambda chunk=chunk: self.store.update_batch(  # type: ignore[misc]
-                    chunk, lambda states: self._reevaluate(states, cause, at)
+                    chunk, lambda states, globals: self._reevaluate(states, globals, cause, at)
                 ),
             )
             await self.deliver(result.changes)
@@ -201,6 +197,7 @@ class BatchProcessor:
     def _apply(
         self,
         states: dict[str, AccountState],
+        globals: Globals,
         events: Sequence[tuple[AnyInputEvent, Record]],
     ) -> BatchResult:
         """Pure given ``states``: may run again on a write conflict, so count nothing here."""
@@ -208,7 +205,7 @@ class BatchProcessor:
         for event, record in events:
             state = states[event.account_id]
             changes = process_event(
-                state, event, self.definitions, (record.source, record.offset), self.globals
+                state, event, self.definitions, (record.source, record.offset), globals
             )
             if changes is None:
                 result.count(event.type, "duplicate")
@@ -221,13 +218,13 @@ class BatchProcessor:
         return result
 
     def _reevaluate(
-        self, states: dict[str, AccountState], cause: str, at: float | None
+        self, states: dict[str, AccountState], globals: Globals, cause: str, at: float | None
     ) -> BatchResult:
         result = BatchResult()
         for account, state in states.items():
             if not state.clock:  # not stored (erased meanwhile): nothing to evaluate
                 continue
-            result.changes.extend(evaluate(state, self.definitions, cause, self.globals, at))
+            result.changes.extend(evaluate(state, self.definitions, cause, globals, at))
             result.changed_accounts.add(account)
         self._index(states, result)
         return result
@@ -267,11 +264,3 @@ def _interleave_by_event_time(
     if len(by_partition) < 2:
         return events
     return list(heapq.merge(*by_partition.values(), key=lambda item: item[0].occurred_at))
-
-
-def _globals(thresholds: dict[str, Any]) -> Globals:
-    return Globals(
-        value_a_min=thresholds["a_min"],
-        value_b_min=thresholds["b_min"],
-        thresholds_version=thresholds["version"],
-    )

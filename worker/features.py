@@ -90,6 +90,13 @@ class Globals:
     value_b_min: float | None = None
     thresholds_version: str = ""
 
+    @classmethod
+    def from_thresholds(cls, thresholds: Mapping[str, Any] | None) -> Globals:
+        """From the stored cut-offs (``worker.value.thresholds_to_dict``); None: none yet."""
+        if thresholds is None:
+            return cls()
+        return cls(thresholds["a_min"], thresholds["b_min"], thresholds["version"])
+
 
 NO_GLOBALS = Globals()
 

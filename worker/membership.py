@@ -172,9 +172,7 @@ def _new_membership(match: Match, context: Context) -> Membership:
     return {"since": context.timestamp, "reason": match.reason()}
 
 
-def _enter(
-    family_id: str, match: Match, context: Context, previous: str | None
-) -> SegmentChanged:
+def _enter(family_id: str, match: Match, context: Context, previous: str | None) -> SegmentChanged:
     return _change(
         context, family_id, match.segment_id, "entered", match.reason(), match.values, previous
     )

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.agents import BatchProcessor
 from worker.events import DeadLetter, SegmentChanged
-from worker.features import FEATURES, FeatureView, Globals
+from worker.features import FEATURES, FeatureView
 from worker.metrics import Metrics
 from worker.processing import evaluate
 from worker.rules import Definitions
@@ -105,7 +105,7 @@ async def recompute(
     report = RecomputeReport()
     cause = f"recompute:{definitions.version}"
     try:
-        globals = await _globals(store)
+        globals = await store.load_globals()
         now = time.time() if settings.time_mode == "wall" else await store.stream_time()
         if dry_run:
             async for accounts in store.account_ids():
@@ -116,7 +116,6 @@ async def recompute(
             return report
         async with ProducerSender(settings) as sender:
             processor = BatchProcessor(settings, definitions, store, sender, Metrics())
-            processor.globals = globals
             async for accounts in store.account_ids():
                 result = await processor.reevaluate(accounts, cause, at=now)
                 report.accounts += len(accounts)
@@ -124,13 +123,6 @@ async def recompute(
         return report
     finally:
         await redis.aclose()
-
-
-async def _globals(store: StateStore) -> Globals:
-    stored = await store.load_thresholds()
-    if stored is None:
-        return Globals()
-    return Globals(stored["a_min"], stored["b_min"], stored["version"])
 
 
 @dataclass
@@ -149,7 +141,7 @@ async def explain(settings: Settings, account_id: str) -> Explanation | None:
         state = await store.load(account_id)
         if state is None:
             return None
-        view = FeatureView(state, state.now_day, await _globals(store))
+        view = FeatureView(state, state.now_day, await store.load_globals())
     finally:
         await redis.aclose()
     memberships = [

@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from worker.events import SegmentChanged
-from worker.features import AccountState
+from worker.features import AccountState, Globals
 
 
 @dataclass
@@ -95,24 +95,25 @@ class StateStore:
     async def update_batch(
         self,
         account_ids: Iterable[str],
-        mutate: Callable[[dict[str, AccountState]], BatchResult],
+        mutate: Callable[[dict[str, AccountState], Globals], BatchResult],
     ) -> BatchResult:
         """Load the states of ``account_ids``, let ``mutate`` change them, write atomically.
 
-        ``mutate`` must be a pure function of the states it is given: on a write
-        conflict it is called again with freshly loaded states.
+        ``mutate`` gets the states and the global facts (ABC cut-offs) read in the same
+        round trip, and must be a pure function of them: on a write conflict, which
+        includes a cut-off change in between, it is called again with fresh ones.
         """
         accounts = sorted(set(account_ids))
         keys = [self.state_key(account) for account in accounts]
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(*keys)
-                    raws = await pipe.mget(keys)
+                    await pipe.watch(*keys, self.thresholds_key)
+                    *raws, thresholds = await pipe.mget([*keys, self.thresholds_key])
                     states = {
                         a: decode_state(a, raw) for a, raw in zip(accounts, raws, strict=True)
                     }
-                    result = mutate(states)
+                    result = mutate(states, _globals(thresholds))
                     pipe.multi()
                     self._queue_writes(pipe, states, result)
                     await pipe.execute()
@@ -192,6 +193,9 @@ class StateStore:
         raw = await self.redis.zrangebyscore(self.revenue_key, low, high)
         return [_text(account) for account in raw]
 
+    async def load_globals(self) -> Globals:
+        return _globals(await self.redis.get(self.thresholds_key))
+
     async def load_thresholds(self) -> dict[str, Any] | None:
         raw = await self.redis.get(self.thresholds_key)
         return None if raw is None else json.loads(raw)
@@ -232,6 +236,10 @@ class StateStore:
     async def members(self, family: str, segment_id: str) -> set[str]:
         raw = await self.redis.smembers(self.members_key(family, segment_id))
         return {_text(m) for m in raw}
+
+
+def _globals(raw: bytes | None) -> Globals:
+    return Globals.from_thresholds(None if raw is None else json.loads(raw))
 
 
 def _text(value: bytes | str) -> str:

@@ -21,7 +21,7 @@ from worker.features import VOCABULARY
 from worker.metrics import Metrics
 from worker.rules import load_definitions
 from worker.settings import Settings
-from worker.store import StateStore
+from worker.store import BatchResult, StateStore
 
 DEFINITIONS = load_definitions(
     """
@@ -174,3 +174,24 @@ async def test_the_sweep_exits_accounts_at_stream_time(processor):
     assert [(c.account_id, c.segment_id, c.cause) for c in exits] == [
         ("A", "recent", f"time:{(T0 + timedelta(days=40)).date().isoformat()}")
     ]
+
+
+async def test_a_cutoff_change_during_a_batch_makes_it_recompute_with_the_new_one(
+    processor, redis_client
+):
+    """Otherwise an account could be written with a tier from cut-offs already replaced."""
+    store = processor.store
+    seen = []
+
+    def mutate(states, globals):
+        seen.append(globals.value_a_min)
+        if len(seen) == 1:  # a refresh on another connection stores new cut-offs meanwhile
+            redis_client.set(
+                store.thresholds_key, json.dumps({"a_min": 500.0, "b_min": 100.0, "version": "v2"})
+            )
+        states["X"].clock = 1.0
+        return BatchResult(changed_accounts={"X"})
+
+    await store.update_batch(["X"], mutate)
+    assert seen == [None, 500.0]
+    assert redis_client.exists(store.state_key("X"))
