@@ -28,6 +28,7 @@ TOPIC_SETTINGS = (
     "account_profiles",
     "segment_changes",
     "dead_letters",
+    "cluster_samples",
 )
 
 
@@ -56,10 +57,7 @@ def deployment(name: str, **overrides: object) -> Iterator[Settings]:
                 **overrides,
             }
         )
-        create_topics(
-            kafka_servers,
-            {t: settings.partitions for t in (*settings.input_topics, *settings.output_topics)},
-        )
+        create_topics(kafka_servers, settings.topic_partitions())
         yield settings
 
 

@@ -14,9 +14,9 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,8 +25,9 @@ from worker import value
 from worker.decoding import Record, decode_record
 from worker.events import AnyInputEvent, DeadLetter, SegmentChanged
 from worker.features import AccountState, FeatureView, Globals
+from worker.learning import clusterings
 from worker.metrics import Metrics
-from worker.processing import evaluate, process_event
+from worker.processing import evaluate, process_event, raw_sample
 from worker.rules import Definitions
 from worker.schedule import Schedule
 from worker.settings import Settings
@@ -42,6 +43,8 @@ class Sender(Protocol):
     async def send_changes(self, changes: Sequence[SegmentChanged]) -> None: ...
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
+
+    async def send_samples(self, samples: Sequence[dict[str, Any]]) -> None: ...
 
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -71,6 +74,7 @@ class BatchProcessor:
             topic: settings.allowed_types(topic) for topic in settings.input_topics
         }
         self.schedule = Schedule(definitions)
+        self.clusterings = clusterings(settings)
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         started = time.perf_counter()
@@ -87,6 +91,7 @@ class BatchProcessor:
                 ),
             )
             await self.deliver(result.changes)
+            await self._send_samples(result.samples)
             for (event_type, outcome), count in result.outcomes.items():
                 self.metrics.events.labels(event_type, outcome).inc(count)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -129,8 +134,22 @@ class BatchProcessor:
         log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
         return moved
 
+    async def reassign_clusters(self, snapshot_family: str, version: int) -> int:
+        """After a new model: every account's cluster again; only real moves are emitted."""
+        moved = 0
+        async for accounts in self.store.account_ids(self.settings.sweep_batch_size):
+            result = await self.reevaluate(
+                accounts, f"cluster:{snapshot_family}:v{version}", only={snapshot_family}
+            )
+            moved += len(result.changes)
+        return moved
+
     async def reevaluate(
-        self, accounts: Sequence[str], cause: str, at: float | None = None
+        self,
+        accounts: Sequence[str],
+        cause: str,
+        at: float | None = None,
+        only: Container[str] | None = None,
     ) -> BatchResult:
         """Evaluate stored accounts again (time passed, cut-offs moved) and deliver changes."""
         total = BatchResult()
@@ -140,10 +159,12 @@ class BatchProcessor:
             result = await self._retrying(
                 "redis",
                 lambda chunk=chunk: self.store.update_batch(  # type: ignore[misc]
-                    chunk, lambda states, globals: self._reevaluate(states, globals, cause, at)
+                    chunk,
+                    lambda states, globals: self._reevaluate(states, globals, cause, at, only),
                 ),
             )
             await self.deliver(result.changes)
+            await self._send_samples(result.samples)
             total.changes.extend(result.changes)
         return total
 
@@ -218,23 +239,51 @@ class BatchProcessor:
         return result
 
     def _reevaluate(
-        self, states: dict[str, AccountState], globals: Globals, cause: str, at: float | None
+        self,
+        states: dict[str, AccountState],
+        globals: Globals,
+        cause: str,
+        at: float | None,
+        only: Container[str] | None = None,
     ) -> BatchResult:
         result = BatchResult()
         for account, state in states.items():
             if not state.clock:  # not stored (erased meanwhile): nothing to evaluate
                 continue
-            result.changes.extend(evaluate(state, self.definitions, cause, globals, at))
+            result.changes.extend(evaluate(state, self.definitions, cause, globals, at, only))
             result.changed_accounts.add(account)
         self._index(states, result)
         return result
 
     def _index(self, states: dict[str, AccountState], result: BatchResult) -> None:
-        """When each changed account is due for a sweep, and its revenue for the ABC."""
+        """When each changed account is due for a sweep, its revenue for the ABC, and a
+        training sample for the cluster models when the last one is old enough."""
         for account in result.changed_accounts:
             state = states[account]
+            view = FeatureView(state, state.now_day)
             result.due[account] = self.schedule.next_due(state)
-            result.revenue[account] = FeatureView(state, state.now_day)["revenue_365d"]
+            result.revenue[account] = view["revenue_365d"]
+            last = state.sampled_day
+            if last is None or state.now_day - last >= self.settings.cluster_sample_days:
+                state.sampled_day = state.now_day
+                result.samples.extend(
+                    {
+                        "family": c.family,
+                        "account_id": account,
+                        "features": raw_sample(view, c.spec),
+                    }
+                    for c in self.clusterings
+                )
+
+    async def _send_samples(self, samples: Sequence[dict[str, Any]]) -> None:
+        # Training samples are best effort: a lost one only makes the model learn less.
+        if not samples:
+            return
+        try:
+            await self.sender.send_samples(samples)
+        except Exception as error:
+            self.metrics.retries.labels("samples_dropped").inc()
+            log.warning("dropped %d cluster training samples: %s", len(samples), error)
 
     async def _retrying(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1

@@ -8,6 +8,7 @@ and acks the records only after the batch is durable and its changes delivered.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from worker.agents import BatchProcessor
 from worker.decoding import Record
 from worker.events import DeadLetter, SegmentChanged
 from worker.features import VOCABULARY
+from worker.learning import ClusterTrainer, clusterings
 from worker.metrics import Metrics
 from worker.rules import Definitions, load_definitions
 from worker.settings import Settings
@@ -60,15 +62,22 @@ class KafkaSender:
     2.4x more per message, and it holds messages back when publish-on-commit is on.
     """
 
-    def __init__(self, app: faust.App, changes_topic: str, dead_letter_topic: str) -> None:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
-        self.changes_topic = changes_topic
-        self.dead_letter_topic = dead_letter_topic
+        self.changes_topic = settings.topic_segment_changes
+        self.dead_letter_topic = settings.topic_dead_letters
+        self.samples_topic = settings.topic_cluster_samples
 
     async def send_changes(self, changes: Sequence[SegmentChanged]) -> None:
         await self._send_all(
             self.changes_topic,
             [(c.account_id.encode(), c.model_dump_json().encode()) for c in changes],
+        )
+
+    async def send_samples(self, samples: Sequence[dict[str, Any]]) -> None:
+        await self._send_all(
+            self.samples_topic,
+            [(s["account_id"].encode(), json.dumps(s).encode()) for s in samples],
         )
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
@@ -119,11 +128,18 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")
     metrics = Metrics()
     redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    store = StateStore(
+        redis,
+        settings.redis_key_prefix,
+        [c.family for c in clusterings(settings)],
+        settings.cluster_margin,
+    )
+    trainer = ClusterTrainer(settings, store)
     processor = BatchProcessor(
         settings,
         definitions,
-        StateStore(redis, settings.redis_key_prefix),
-        KafkaSender(app, settings.topic_segment_changes, settings.topic_dead_letters),
+        store,
+        KafkaSender(app, settings),
         metrics,
     )
     app.segmentation = processor  # type: ignore[attr-defined]
@@ -137,6 +153,23 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
             await processor.process([_record(event) for event in batch])
             for event in batch:
                 await stream.ack(event)
+
+    samples = app.topic(
+        settings.topic_cluster_samples, key_serializer="raw", value_serializer="raw"
+    )
+
+    @app.agent(samples, name="learn")
+    async def learn(stream: faust.StreamT) -> None:
+        # One partition: exactly one worker owns the models at a time.
+        async for batch in stream.take(1000, within=1.0):
+            await trainer.learn([json.loads(value) for value in batch])
+
+    @app.timer(interval=settings.cluster_snapshot_seconds)
+    async def publish_cluster_models() -> None:
+        for snapshot in await trainer.publish():
+            family = next(c.family for c in clusterings(settings) if c.spec == snapshot.spec)
+            moved = await processor.reassign_clusters(family, snapshot.version)
+            log.info("%s v%d: %d cluster changes", family, snapshot.version, moved)
 
     @app.timer(interval=OUTBOX_SWEEP_INTERVAL)
     async def resend_outbox() -> None:

@@ -240,10 +240,7 @@ def ensure_topics(settings: Settings) -> None:
     from worker.embedded import create_topics
 
     assert settings.kafka_bootstrap_servers
-    create_topics(
-        settings.kafka_bootstrap_servers,
-        {topic: settings.partitions for topic in (*settings.input_topics, *settings.output_topics)},
-    )
+    create_topics(settings.kafka_bootstrap_servers, settings.topic_partitions())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.clustering import ClusterSnapshot
 from worker.events import (
     AccountProfile,
     AnyInputEvent,
@@ -43,6 +44,7 @@ from worker.events import (
     OrderReturned,
 )
 from worker.rules import FeatureKind, Function, Vocabulary
+from worker.value import clv_estimate
 
 WINDOWS = (30, 90, 180, 365)
 #: Activity older than this many days cannot influence any feature and is pruned.
@@ -89,13 +91,27 @@ class Globals:
     value_a_min: float | None = None
     value_b_min: float | None = None
     thresholds_version: str = ""
+    #: cluster family -> the latest published model (None: configured, none trained yet)
+    clusters: Mapping[str, ClusterSnapshot | None] = field(default_factory=dict)
+    #: switch cluster only when the nearest centroid is this much (relative) closer
+    cluster_margin: float = 0.1
 
     @classmethod
-    def from_thresholds(cls, thresholds: Mapping[str, Any] | None) -> Globals:
+    def from_thresholds(
+        cls,
+        thresholds: Mapping[str, Any] | None,
+        clusters: Mapping[str, ClusterSnapshot | None] | None = None,
+        cluster_margin: float = 0.1,
+    ) -> Globals:
         """From the stored cut-offs (``worker.value.thresholds_to_dict``); None: none yet."""
-        if thresholds is None:
-            return cls()
-        return cls(thresholds["a_min"], thresholds["b_min"], thresholds["version"])
+        thresholds = thresholds or {"a_min": None, "b_min": None, "version": ""}
+        return cls(
+            value_a_min=thresholds["a_min"],
+            value_b_min=thresholds["b_min"],
+            thresholds_version=thresholds["version"],
+            clusters=dict(clusters or {}),
+            cluster_margin=cluster_margin,
+        )
 
 
 NO_GLOBALS = Globals()
@@ -130,6 +146,7 @@ class AccountState:
     applied: dict[str, int] = field(default_factory=dict)
     recent_ids: list[str] = field(default_factory=list)
     imported_until: float = 0.0
+    sampled_day: int | None = None
     memberships: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -596,8 +613,6 @@ def _abc_class(view: FeatureView) -> str | None:
 
 
 def _clv(view: FeatureView) -> float | None:
-    from worker.value import clv_estimate
-
     return clv_estimate(
         view["revenue_365d"], view["orders_365d"], view["tenure_days"], view["recency_days"]
     )

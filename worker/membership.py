@@ -109,6 +109,27 @@ def _diff_exclusive(
     return {target.segment_id: _new_membership(target, context)}, changes
 
 
+def diff_assignment(
+    family_id: str,
+    current: Mapping[str, Membership],
+    target: Match,
+    context: Context,
+    exit_reason: str,
+) -> tuple[dict[str, Membership], list[SegmentChanged]]:
+    """An exclusive family whose segment is computed (a cluster), not matched by rules."""
+    old_id, old = next(iter(current.items()), (None, None))
+    if old_id == target.segment_id and old is not None:
+        return {old_id: dict(old)}, []
+    changes = []
+    if old_id is not None and old is not None:
+        reason = f"moved to {target.segment_id}: {exit_reason}"
+        changes.append(
+            _change(context, family_id, old_id, "exited", reason, target.values, None, old)
+        )
+    changes.append(_enter(family_id, target, context, old_id))
+    return {target.segment_id: _new_membership(target, context)}, changes
+
+
 def exit_all(
     family_id: str,
     current: Mapping[str, Membership],

@@ -10,6 +10,7 @@ recompute twice emits nothing the second time.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -59,6 +60,17 @@ class ProducerSender:
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         raise NotImplementedError("command-line tools do not decode input records")
+
+    async def send_samples(self, samples: Sequence[dict[str, Any]]) -> None:
+        pending = [
+            await self.producer.send(
+                self.settings.topic_cluster_samples,
+                key=sample["account_id"].encode(),
+                value=json.dumps(sample).encode(),
+            )
+            for sample in samples
+        ]
+        await asyncio.gather(*pending)
 
 
 @dataclass

@@ -8,12 +8,16 @@ replay of old history behaves exactly like live traffic.
 
 from __future__ import annotations
 
+from collections.abc import Container, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
 
-from worker import features, membership
+from worker import clustering, features, membership
+from worker.clustering import ClusterSnapshot
 from worker.events import AnyInputEvent, SegmentChanged
 from worker.features import NO_GLOBALS, AccountState, FeatureView, Globals
-from worker.rules import Definitions, evaluate_family
+from worker.rules import Definitions, Match, evaluate_family
 
 
 def evaluate(
@@ -22,12 +26,14 @@ def evaluate(
     cause: str,
     globals: Globals = NO_GLOBALS,
     at: float | None = None,
+    only: Container[str] | None = None,
 ) -> list[SegmentChanged]:
     """Re-evaluate every family for ``state`` at its stream time; update its memberships.
 
     ``at`` (epoch seconds) moves the account's clock forward first: a time sweep or a
-    threshold change evaluates the account at the global stream time. Returns the
-    changes, in family order (exits before entries within a family).
+    threshold change evaluates the account at the global stream time. ``only`` limits
+    the evaluation to some families (a new cluster model re-assigns its family only).
+    Returns the changes, in family order (exits before entries within a family).
     """
     if at is not None:
         state.clock = max(state.clock, at)
@@ -40,21 +46,76 @@ def evaluate(
     )
     changes: list[SegmentChanged] = []
     updated: membership.Memberships = {}
+    family_changes: list[SegmentChanged]
     for family in definitions.families:
         current = state.memberships.get(family.id, {})
-        kept, family_changes = membership.diff_family(
-            family, current, evaluate_family(family, view), view, context
-        )
+        if only is not None and family.id not in only:
+            kept, family_changes = dict(current), []
+        else:
+            kept, family_changes = membership.diff_family(
+                family, current, evaluate_family(family, view), view, context
+            )
         changes.extend(family_changes)
         if kept:
             updated[family.id] = kept
-    defined = {family.id for family in definitions.families}
+    for family_id, snapshot in globals.clusters.items():
+        current = state.memberships.get(family_id, {})
+        if snapshot is None or (only is not None and family_id not in only):
+            kept, family_changes = dict(current), []
+        else:
+            kept, family_changes = _assign_cluster(
+                family_id, snapshot, current, view, context, globals.cluster_margin
+            )
+        changes.extend(family_changes)
+        if kept:
+            updated[family_id] = kept
     for family_id, current in state.memberships.items():
-        if family_id not in defined:
+        if family_id not in updated and family_id not in _families(definitions, globals):
             reason = f"segment family {family_id} is no longer defined"
             changes.extend(membership.exit_all(family_id, current, context, reason))
     state.memberships = updated
     return changes
+
+
+def _families(definitions: Definitions, globals: Globals) -> set[str]:
+    return {family.id for family in definitions.families} | set(globals.clusters)
+
+
+def raw_sample(view: FeatureView, spec: clustering.FeatureSpec) -> dict[str, Any]:
+    """The account's values of a clustering's features, untransformed (for reasons, training)."""
+    return {name: view[name] for name in spec.names}
+
+
+@lru_cache(maxsize=32)
+def _descriptions(snapshot: ClusterSnapshot) -> dict[str, str]:
+    return clustering.describe(snapshot)
+
+
+def _assign_cluster(
+    family_id: str,
+    snapshot: ClusterSnapshot,
+    current: Mapping[str, membership.Membership],
+    view: FeatureView,
+    context: membership.Context,
+    margin: float,
+) -> tuple[dict[str, membership.Membership], list[SegmentChanged]]:
+    old_id = next(iter(current), None)
+    distances = snapshot.distances(view)
+    new_id = clustering.assign(view, snapshot, old_id, margin)
+    values = {**raw_sample(view, snapshot.spec), "distance": round(distances[new_id], 4)}
+    description = clustering.describe(snapshot).get(new_id, "")
+    target = Match(
+        new_id,
+        f"nearest centroid of {snapshot.spec.name} model v{snapshot.version}: {description}",
+        values,
+    )
+    exit_reason = (
+        f"centroid {new_id} is closer ({distances[new_id]:.3f} vs "
+        f"{distances.get(old_id, float('nan')):.3f} to {old_id})"
+        if old_id is not None
+        else ""
+    )
+    return membership.diff_assignment(family_id, current, target, context, exit_reason)
 
 
 def process_event(

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     topic_account_profiles: str = "account-profiles"
     topic_segment_changes: str = "segment-changes"
     topic_dead_letters: str = "segment-dead-letters"
+    topic_cluster_samples: str = Field(
+        default="segment-cluster-samples",
+        description="One partition: whichever worker owns it trains the cluster models",
+    )
     partitions: int = Field(default=4, ge=1, description="Partitions of topics the worker creates")
 
     definitions_path: Path = DEFAULT_DEFINITIONS
@@ -72,6 +76,16 @@ class Settings(BaseSettings):
     )
     value_a_share: float = Field(default=0.80, gt=0, lt=1)
     value_b_share: float = Field(default=0.15, gt=0, lt=1)
+    cluster_k_behaviour: int = Field(default=5, ge=2, le=20)
+    cluster_k_needs: int = Field(default=5, ge=2, le=20)
+    cluster_margin: float = Field(
+        default=0.1, ge=0, lt=1, description="Switch cluster only if another is this much closer"
+    )
+    cluster_sample_days: int = Field(
+        default=7, ge=1, description="An account sends a training sample at most this often"
+    )
+    cluster_warmup: int = Field(default=200, ge=10, description="Samples before the first model")
+    cluster_snapshot_seconds: float = Field(default=30.0, gt=0)
     flap_window_seconds: float = Field(
         default=86400.0, gt=0, description="An exit sooner than this after the entry is a flap"
     )
@@ -92,6 +106,12 @@ class Settings(BaseSettings):
     @property
     def output_topics(self) -> tuple[str, str]:
         return (self.topic_segment_changes, self.topic_dead_letters)
+
+    def topic_partitions(self) -> dict[str, int]:
+        """Every topic the worker uses, with its partition count."""
+        topics = dict.fromkeys((*self.input_topics, *self.output_topics), self.partitions)
+        topics[self.topic_cluster_samples] = 1
+        return topics
 
     def allowed_types(self, topic: str) -> frozenset[str]:
         """Event types a topic may carry; anything else is a dead letter."""

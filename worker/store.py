@@ -16,6 +16,7 @@ Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
     seg:value:revenue                  ZSET account -> trailing-year revenue (> 0 only)
     seg:value:thresholds               JSON of the current ABC cut-offs
     seg:clock                          ZSET "stream" -> largest event time seen (ZADD GT)
+    seg:cluster:<family>               JSON of the latest cluster model (ClusterSnapshot)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from worker.clustering import ClusterSnapshot
 from worker.events import SegmentChanged
 from worker.features import AccountState, Globals
 
@@ -47,6 +49,7 @@ class BatchResult:
     revenue: dict[str, float] = field(default_factory=dict)
     clock: float = 0.0
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, event_type: str, outcome: str) -> None:
         key = (event_type, outcome)
@@ -66,9 +69,18 @@ def decode_state(account_id: str, raw: bytes | None) -> AccountState:
 class StateStore:
     """The one storage interface of the worker."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "seg") -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str = "seg",
+        cluster_families: Sequence[str] = (),
+        cluster_margin: float = 0.1,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.cluster_keys = {family: f"{prefix}:cluster:{family}" for family in cluster_families}
+        self.cluster_margin = cluster_margin
+        self._snapshots: dict[str, tuple[bytes, ClusterSnapshot]] = {}
         self.outbox_key = f"{prefix}:outbox"
         self.outbox_written_key = f"{prefix}:outbox:written"
         self.due_key = f"{prefix}:due"
@@ -108,12 +120,14 @@ class StateStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(*keys, self.thresholds_key)
-                    *raws, thresholds = await pipe.mget([*keys, self.thresholds_key])
+                    shared = [self.thresholds_key, *self.cluster_keys.values()]
+                    await pipe.watch(*keys, *shared)
+                    raws = await pipe.mget([*keys, *shared])
                     states = {
-                        a: decode_state(a, raw) for a, raw in zip(accounts, raws, strict=True)
+                        a: decode_state(a, raw)
+                        for a, raw in zip(accounts, raws[: len(keys)], strict=True)
                     }
-                    result = mutate(states, _globals(thresholds))
+                    result = mutate(states, self._globals(raws[len(keys) :]))
                     pipe.multi()
                     self._queue_writes(pipe, states, result)
                     await pipe.execute()
@@ -194,7 +208,48 @@ class StateStore:
         return [_text(account) for account in raw]
 
     async def load_globals(self) -> Globals:
-        return _globals(await self.redis.get(self.thresholds_key))
+        return self._globals(
+            await self.redis.mget([self.thresholds_key, *self.cluster_keys.values()])
+        )
+
+    def _globals(self, raws: Sequence[bytes | None]) -> Globals:
+        """Cut-offs and cluster models from their stored JSON (``raws`` in key order)."""
+        thresholds, *models = raws
+        return Globals.from_thresholds(
+            None if thresholds is None else json.loads(thresholds),
+            {
+                family: None if raw is None else self._snapshot(family, raw)
+                for family, raw in zip(self.cluster_keys, models, strict=True)
+            },
+            self.cluster_margin,
+        )
+
+    def _snapshot(self, family: str, raw: bytes) -> ClusterSnapshot:
+        # Parsed once per published version, not once per batch.
+        cached = self._snapshots.get(family)
+        if cached is None or cached[0] != raw:
+            cached = self._snapshots[family] = (raw, ClusterSnapshot.from_json(raw))
+        return cached[1]
+
+    async def load_snapshot(self, family: str) -> ClusterSnapshot | None:
+        raw = await self.redis.get(self.cluster_keys[family])
+        return None if raw is None else ClusterSnapshot.from_json(raw)
+
+    async def publish_snapshot(self, family: str, snapshot: ClusterSnapshot) -> bool:
+        """Store ``snapshot`` if it is newer than the stored one (a deposed owner loses)."""
+        key = self.cluster_keys[family]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                if raw is not None and ClusterSnapshot.from_json(raw).version >= snapshot.version:
+                    return False
+                pipe.multi()
+                pipe.set(key, snapshot.to_json())
+                await pipe.execute()
+                return True
+            except WatchError:
+                return False
 
     async def load_thresholds(self) -> dict[str, Any] | None:
         raw = await self.redis.get(self.thresholds_key)
@@ -236,10 +291,6 @@ class StateStore:
     async def members(self, family: str, segment_id: str) -> set[str]:
         raw = await self.redis.smembers(self.members_key(family, segment_id))
         return {_text(m) for m in raw}
-
-
-def _globals(raw: bytes | None) -> Globals:
-    return Globals.from_thresholds(None if raw is None else json.loads(raw))
 
 
 def _text(value: bytes | str) -> str:

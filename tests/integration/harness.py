@@ -53,6 +53,7 @@ class Deployment:
             "SEGWORKER_TOPIC_ACCOUNT_PROFILES": f"{n}-account-profiles",
             "SEGWORKER_TOPIC_SEGMENT_CHANGES": f"{n}-segment-changes",
             "SEGWORKER_TOPIC_DEAD_LETTERS": f"{n}-dead-letters",
+            "SEGWORKER_TOPIC_CLUSTER_SAMPLES": f"{n}-cluster-samples",
             "SEGWORKER_PARTITIONS": str(self.partitions),
             "SEGWORKER_REDIS_KEY_PREFIX": n,
             "SEGWORKER_DEFINITIONS_PATH": str(self.definitions_path),
@@ -72,11 +73,7 @@ class Deployment:
         )
 
     def create_topics(self) -> None:
-        s = self.settings
-        create_topics(
-            self.bootstrap_servers,
-            {topic: self.partitions for topic in (*s.input_topics, *s.output_topics)},
-        )
+        create_topics(self.bootstrap_servers, self.settings.topic_partitions())
 
     def topic(self, logical: str) -> str:
         return f"{self.name}-{logical}"
