@@ -26,11 +26,14 @@ from worker.metrics import Metrics
 from worker.rules import Definitions, load_definitions
 from worker.settings import Settings
 from worker.store import StateStore
+from worker.views import register_views, segment_overview
 
 log = logging.getLogger(__name__)
 
 #: Stale outbox entries are looked for this often (seconds).
 OUTBOX_SWEEP_INTERVAL = 10.0
+#: Segment size and consumer lag gauges are refreshed this often (seconds).
+METRICS_INTERVAL = 10.0
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -188,22 +191,18 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     async def refresh_value_thresholds() -> None:
         await processor.refresh_thresholds()
 
-    @app.page("/metrics")
-    async def prometheus(web: Any, request: Any) -> Any:
-        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+    @app.timer(interval=METRICS_INTERVAL)
+    async def refresh_gauges() -> None:
+        for row in await segment_overview(store, definitions):
+            metrics.segment_size.labels(row["family"], row["segment_id"]).set(row["size"])
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic in settings.input_topics:
+                read = consumer._read_offset.get(tp)  # type: ignore[attr-defined]  # no public API
+                lag = consumer.highwater(tp) - (read + 1 if read is not None else 0)
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
 
-    @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    @app.page("/ready")
-    async def ready(web: Any, request: Any) -> Any:
-        try:
-            await redis.ping()
-        except Exception as error:  # any failure means not ready
-            return web.json({"ready": False, "redis": str(error)}, status=503)
-        return web.json({"ready": True, "definition_version": definitions.version})
-
+    register_views(app, store, definitions, metrics)
     return app
 
 

@@ -6,7 +6,7 @@ never collide on metric names.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -34,6 +34,24 @@ class Metrics:
             "segworker_segment_flaps",
             "Exits of memberships that lasted less than the flap window (stream time)",
             ["family", "segment"],
+            registry=self.registry,
+        )
+        self.segment_size = Gauge(
+            "segworker_segment_size",
+            "Accounts in a segment",
+            ["family", "segment"],
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            "segworker_consumer_lag",
+            "Records not yet read, per input partition this worker owns",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.drift_alarms = Counter(
+            "segworker_drift_alarms",
+            "Drift alarms: a segment's share, a feature distribution or a centroid moved",
+            ["family", "segment", "kind"],
             registry=self.registry,
         )
         self.batch_seconds = Histogram(

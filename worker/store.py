@@ -17,6 +17,7 @@ Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
     seg:value:thresholds               JSON of the current ABC cut-offs
     seg:clock                          ZSET "stream" -> largest event time seen (ZADD GT)
     seg:cluster:<family>               JSON of the latest cluster model (ClusterSnapshot)
+    seg:profiles                       JSON of the last computed segment profiles
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class StateStore:
         self.revenue_key = f"{prefix}:value:revenue"
         self.thresholds_key = f"{prefix}:value:thresholds"
         self.clock_key = f"{prefix}:clock"
+        self.profiles_key = f"{prefix}:profiles"
         self.account_key_pattern = f"{prefix}:acct:*"
 
     def state_key(self, account_id: str) -> str:
@@ -230,6 +232,14 @@ class StateStore:
         if cached is None or cached[0] != raw:
             cached = self._snapshots[family] = (raw, ClusterSnapshot.from_json(raw))
         return cached[1]
+
+    async def load_profiles(self) -> dict[str, Any]:
+        """The last computed segment profiles, ``"family/segment"`` -> profile."""
+        raw = await self.redis.get(self.profiles_key)
+        return {} if raw is None else json.loads(raw)
+
+    async def save_profiles(self, profiles: dict[str, Any]) -> None:
+        await self.redis.set(self.profiles_key, json.dumps(profiles))
 
     async def load_snapshot(self, family: str) -> ClusterSnapshot | None:
         raw = await self.redis.get(self.cluster_keys[family])
