@@ -46,6 +46,13 @@ bench: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/segworker schemas export
 
+# promtool (Debian package `prometheus`) checks the scrape config, the alert rules and
+# their unit tests; the offline structure checks run in `make test` without it.
+.PHONY: check-deploy
+check-deploy:
+	cd deploy/prometheus && promtool check config prometheus.yml \
+		&& promtool check rules alerts.yml && promtool test rules alerts.test.yml
+
 .PHONY: all
 all: lint test
 

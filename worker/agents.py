@@ -23,11 +23,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import value
 from worker.decoding import Record, decode_record
-from worker.events import AnyInputEvent, DeadLetter, SegmentChanged
+from worker.events import AccountErased, AnyInputEvent, DeadLetter, SegmentChanged
 from worker.features import AccountState, FeatureView, Globals
 from worker.learning import clusterings
 from worker.metrics import Metrics
-from worker.processing import evaluate, process_event, raw_sample
+from worker.processing import erase, evaluate, process_event, raw_sample
 from worker.rules import Definitions
 from worker.schedule import Schedule
 from worker.settings import Settings
@@ -225,6 +225,13 @@ class BatchProcessor:
         result = BatchResult()
         for event, record in events:
             state = states[event.account_id]
+            if isinstance(event, AccountErased):
+                result.changes.extend(erase(state, event))
+                states[event.account_id] = AccountState(event.account_id)
+                result.erased.add(event.account_id)
+                result.changed_accounts.discard(event.account_id)
+                result.count(event.type, "applied")
+                continue
             changes = process_event(
                 state, event, self.definitions, (record.source, record.offset), globals
             )
@@ -233,6 +240,7 @@ class BatchProcessor:
                 continue
             result.count(event.type, "applied")
             result.changed_accounts.add(event.account_id)
+            result.erased.discard(event.account_id)  # new data after an erasure in the batch
             result.changes.extend(changes)
             result.clock = max(result.clock, event.occurred_at.timestamp())
         self._index(states, result)

@@ -8,6 +8,7 @@ validate-definitions   check a definitions file against the feature catalogue
 explain ACCOUNT_ID     current memberships with reasons, read from Redis
 recompute [--dry-run]  re-evaluate every stored account after a definitions change
 import-orders FILE     back-fill from an ERP order export (CSV)
+erase ACCOUNT_ID       erase an account (GDPR): exits emitted, all its state deleted
 """
 
 from __future__ import annotations
@@ -84,7 +85,36 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument("path", type=Path)
     imports.add_argument("--dry-run", action="store_true", help="parse and report only")
     imports.set_defaults(handler=cmd_import_orders)
+
+    erase = commands.add_parser("erase", help="erase an account's data (GDPR)")
+    erase.add_argument("account_id")
+    erase.add_argument("--request-id", default=None, help="the erasure request, for the audit")
+    erase.set_defaults(handler=cmd_erase)
     return parser
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erasure goes through the worker, in order with the account's other events."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from worker.events import AccountErased
+    from worker.generator import produce
+
+    settings = _require(Settings(), "kafka_bootstrap_servers")
+    event = AccountErased(
+        event_id=f"erase-{uuid.uuid4()}",
+        occurred_at=datetime.now(UTC),
+        account_id=args.account_id,
+        request_id=args.request_id,
+    )
+    produce(
+        [("account-profiles", event.model_dump(mode="json"))],
+        settings.kafka_bootstrap_servers or "",
+        topics={"account-profiles": settings.topic_account_profiles},
+    )
+    print(f"erasure of {args.account_id} requested as event {event.event_id}")
+    return 0
 
 
 def _require(settings: Settings, *names: str) -> Settings:
@@ -247,7 +277,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from worker.app import create_app
 
     with connected_settings(Settings()) as settings:
-        ensure_topics(settings)
+        if settings.create_topics:
+            ensure_topics(settings)
         run_worker(create_app(settings), settings)
     return 0
 

@@ -212,8 +212,25 @@ class AccountProfile(InputEvent):
         return self
 
 
+class AccountErased(InputEvent):
+    """Erase everything about an account (GDPR), topic ``account-profiles``.
+
+    The worker emits the exits of all its memberships and then deletes its state.
+    """
+
+    type: Literal["account_erased"] = "account_erased"
+    request_id: Annotated[str, Field(max_length=128)] | None = Field(
+        default=None, description="The erasure request this fulfils, for the audit trail."
+    )
+
+
 AnyInputEvent = Annotated[
-    OrderPlaced | OrderReturned | CampaignInteraction | LoyaltyPoints | AccountProfile,
+    OrderPlaced
+    | OrderReturned
+    | CampaignInteraction
+    | LoyaltyPoints
+    | AccountProfile
+    | AccountErased,
     Field(discriminator="type"),
 ]
 INPUT_EVENT_TYPES: tuple[type[InputEvent], ...] = (
@@ -222,6 +239,7 @@ INPUT_EVENT_TYPES: tuple[type[InputEvent], ...] = (
     CampaignInteraction,
     LoyaltyPoints,
     AccountProfile,
+    AccountErased,
 )
 _INPUT_ADAPTER: TypeAdapter[AnyInputEvent] = TypeAdapter(AnyInputEvent)  # type: ignore[arg-type]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from worker import clustering, features, membership
 from worker.clustering import ClusterSnapshot
-from worker.events import AnyInputEvent, SegmentChanged
+from worker.events import AccountErased, AnyInputEvent, SegmentChanged
 from worker.features import NO_GLOBALS, AccountState, FeatureView, Globals
 from worker.rules import Definitions, Match, evaluate_family
 
@@ -132,3 +132,20 @@ def process_event(
     if not features.apply(state, event, position):
         return None
     return evaluate(state, definitions, cause=event.event_id, globals=globals)
+
+
+def erase(state: AccountState, event: AccountErased) -> list[SegmentChanged]:
+    """Exits of every membership of an account being erased; the caller drops its state."""
+    at = max(state.clock, event.occurred_at.timestamp())
+    context = membership.Context(
+        account_id=state.account_id,
+        at=datetime.fromtimestamp(at, UTC),
+        cause=event.event_id,
+        definition_version="erasure",
+    )
+    reason = "account erased" + (f" (request {event.request_id})" if event.request_id else "")
+    return [
+        change
+        for family_id, current in state.memberships.items()
+        for change in membership.exit_all(family_id, current, context, reason)
+    ]

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         description="One partition: whichever worker owns it trains the cluster models",
     )
     partitions: int = Field(default=4, ge=1, description="Partitions of topics the worker creates")
+    create_topics: bool = Field(
+        default=True,
+        description="Create missing topics at start (replication factor 1, no credentials): "
+        "for the embedded broker and development; provision topics yourself in production",
+    )
 
     definitions_path: Path = DEFAULT_DEFINITIONS
     batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -119,5 +124,5 @@ class Settings(BaseSettings):
             self.topic_orders: frozenset({"order_placed", "order_returned"}),
             self.topic_campaign_events: frozenset({"campaign_interaction"}),
             self.topic_loyalty_points: frozenset({"loyalty_points"}),
-            self.topic_account_profiles: frozenset({"account_profile"}),
+            self.topic_account_profiles: frozenset({"account_profile", "account_erased"}),
         }.get(topic, frozenset())

@@ -51,6 +51,7 @@ class BatchResult:
     clock: float = 0.0
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    erased: set[str] = field(default_factory=set)
 
     def count(self, event_type: str, outcome: str) -> None:
         key = (event_type, outcome)
@@ -142,6 +143,11 @@ class StateStore:
     def _queue_writes(
         self, pipe: Any, states: dict[str, AccountState], result: BatchResult
     ) -> None:
+        if result.erased:
+            erased = sorted(result.erased)
+            pipe.delete(*(self.state_key(account) for account in erased))
+            pipe.zrem(self.due_key, *erased)
+            pipe.zrem(self.revenue_key, *erased)
         for account in sorted(result.changed_accounts):
             pipe.set(self.state_key(account), encode_state(states[account]))
         due = {account: at for account, at in result.due.items() if at is not None}
