@@ -183,9 +183,16 @@ class BatchProcessor:
                 if lasted < self.settings.flap_window_seconds:
                     self.metrics.flaps.labels(change.family, change.segment_id).inc()
 
-    async def resend_stale_outbox(self) -> int:
-        """Deliver outbox entries whose writer died between writing and sending."""
-        stale = await self.store.stale_outbox(self.settings.outbox_resend_after_seconds)
+    async def resend_stale_outbox(self, older_than: float | None = None) -> int:
+        """Deliver outbox entries whose writer died between writing and sending.
+
+        ``older_than=0`` sends every pending entry: done before the first batch after a
+        start or a rebalance, so a dead writer's changes reach Kafka before any newer
+        change of the same accounts.
+        """
+        if older_than is None:
+            older_than = self.settings.outbox_resend_after_seconds
+        stale = await self.store.stale_outbox(older_than)
         if stale:
             log.warning("re-sending %d segment changes left in the outbox", len(stale))
             await self.deliver(stale)

@@ -147,12 +147,25 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     )
     app.segmentation = processor  # type: ignore[attr-defined]
 
+    outbox_flush_pending = asyncio.Event()
+    outbox_flush_pending.set()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def flush_outbox_before_next_batch(
+        sender: faust.App, assigned: set[Any], **kwargs: Any
+    ) -> None:
+        outbox_flush_pending.set()
+
     @app.agent(inputs, name="segment")
     async def segment(stream: faust.StreamT) -> None:
         # Acks are ours: a record is acked only after its batch is durable and delivered.
         async for batch in stream.noack().noack_take(  # type: ignore[attr-defined]
             settings.batch_size, within=settings.batch_within_seconds
         ):
+            if outbox_flush_pending.is_set():
+                outbox_flush_pending.clear()
+                while await processor.resend_stale_outbox(older_than=0):
+                    pass
             await processor.process([_record(event) for event in batch])
             for event in batch:
                 await stream.ack(event)

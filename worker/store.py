@@ -189,6 +189,7 @@ class StateStore:
         ids = await self.redis.zrangebyscore(
             self.outbox_written_key, "-inf", cutoff, start=0, num=limit
         )
+        # ZRANGEBYSCORE gives them in the order they were written: resent in that order.
         if not ids:
             return []
         raws = await self.redis.hmget(self.outbox_key, ids)
