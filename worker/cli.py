@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from worker.security import kafka_client_options, redacted_url
 from worker.settings import Settings
 
 log = logging.getLogger("segworker")
@@ -112,6 +113,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
         [("account-profiles", event.model_dump(mode="json"))],
         settings.kafka_bootstrap_servers or "",
         topics={"account-profiles": settings.topic_account_profiles},
+        producer_config=kafka_client_options(settings),
     )
     print(f"erasure of {args.account_id} requested as event {event.event_id}")
     return 0
@@ -200,6 +202,7 @@ def cmd_import_orders(args: argparse.Namespace) -> int:
             settings.topic_orders,
             on_progress=progress,
             dry_run=args.dry_run,
+            client_options=kafka_client_options(settings),
         )
     except ImportFileError as error:
         console.print(f"[red]{args.path}: {error}")
@@ -260,7 +263,7 @@ def connected_settings(settings: Settings, *, redis: bool = True) -> Iterator[Se
             embedded_redis = start_redis()
             stack.callback(embedded_redis.stop)
             redis_url = embedded_redis.url
-            log.info("embedded Redis at %s", redis_url)
+            log.info("embedded Redis at %s", redacted_url(redis_url))
         yield settings.model_copy(
             update={"kafka_bootstrap_servers": kafka_servers, "redis_url": redis_url}
         )

@@ -79,13 +79,34 @@ def _classify(error: ValidationError) -> tuple[str, str]:
     return "invalid_event", details + more
 
 
+#: A dead letter keeps at most this much of the value: whole values, base64-encoded, would
+#: exceed the producer's max request size (1,000,000 bytes) and fail their batch forever.
+MAX_DEAD_LETTER_RAW = 64 * 1024
+#: Reasons quote input (an unknown type tag, a record key): one printable line, this long.
+MAX_REASON_CHARS = 500
+
+
 def dead_letter(record: Record, error_kind: str, reason: str) -> DeadLetter:
+    value = record.value or b""
     return DeadLetter(
-        reason=reason,
+        reason=_one_line(reason),
         error_kind=error_kind,  # type: ignore[arg-type]
         source_topic=record.topic,
         source_partition=record.partition,
         source_offset=record.offset,
-        raw=base64.b64encode(record.value or b"").decode(),
+        raw=base64.b64encode(value[:MAX_DEAD_LETTER_RAW]).decode(),
+        raw_bytes=len(value),
+        raw_truncated=len(value) > MAX_DEAD_LETTER_RAW,
         received_at=datetime.now(UTC),
     )
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped (one log line), cut to ``MAX_REASON_CHARS``."""
+    escaped = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode()
+        for c in text[: MAX_REASON_CHARS + 1]
+    )
+    if len(escaped) <= MAX_REASON_CHARS:
+        return escaped
+    return escaped[: MAX_REASON_CHARS - 1] + "\u2026"

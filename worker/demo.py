@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from worker.generator import DEFAULT_TOPICS, TopicEvent, demo_events, make_accounts, produce
+from worker.security import kafka_client_options, redacted_url
 from worker.settings import Settings
 
 #: More changes than this per second are summarised instead of printed one by one.
@@ -58,6 +59,7 @@ def produce_sample(
         settings.kafka_bootstrap_servers,
         topics=topic_mapping(settings),
         limit=limit,
+        producer_config=kafka_client_options(settings),
     )
 
 
@@ -102,6 +104,7 @@ def start_generator(
                 _until(stop, events),
                 settings.kafka_bootstrap_servers,
                 topics=topic_mapping(settings),
+                producer_config=kafka_client_options(settings),
                 on_progress=lambda n: console.log(f"produced {n} events"),
                 progress_every=10_000,
             )
@@ -141,6 +144,7 @@ def watch_changes(
         group_id=None,
         enable_auto_commit=False,
         consumer_timeout_ms=250,
+        **kafka_client_options(settings),
     )
     totals: Counter[str] = Counter()
     second, printed, suppressed = int(time.monotonic()), 0, 0
@@ -172,7 +176,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     worker = start_worker_process(settings, RUN_DIRECTORY / "worker.log")
     console.log(
         f"worker pid {worker.pid} (log: {RUN_DIRECTORY / 'worker.log'}), "
-        f"broker {settings.kafka_bootstrap_servers}, redis {settings.redis_url}"
+        f"broker {settings.kafka_bootstrap_servers}, redis {redacted_url(settings.redis_url or '')}"
     )
     generator = start_generator(settings, args, stop, console)
     deadline = time.monotonic() + args.duration if args.duration else None

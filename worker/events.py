@@ -18,8 +18,9 @@ Examples
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -35,9 +36,11 @@ from pydantic import (
 MAX_CLOCK_SKEW = timedelta(days=1)
 #: Events older than this are not history, they are garbage.
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/+-]+$")]
-Money = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+# strict: a JSON number only, not true or "100" (an integer is fine)
+Money = Annotated[float, Field(strict=True, ge=0, le=1e12, allow_inf_nan=False)]
 
 ContactRole = Literal["user", "buyer", "influencer", "decider", "gatekeeper"]
 CampaignKind = Literal["sent", "opened", "clicked", "responded", "converted", "unsubscribed"]
@@ -58,23 +61,32 @@ class InputEvent(_Contract):
     occurred_at: AwareDatetime = Field(description="When it happened (event time), with timezone.")
     account_id: Identifier = Field(description="The account (company) the event belongs to.")
 
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        # Pydantic would read a number or a digit string as Unix time, in seconds or
+        # milliseconds guessed by its size.
+        if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+            return value
+        raise ValueError("event time must be ISO-8601 text, e.g. 2026-01-05T10:00:00Z")
+
     @field_validator("occurred_at")
     @classmethod
     def _plausible_time(cls, value: datetime) -> datetime:
-        value = value.astimezone(UTC)
+        # Compare before converting: astimezone overflows at the ends of the calendar.
         if value < EARLIEST_EVENT_TIME:
             raise ValueError(
                 f"event time {value.isoformat()} is before {EARLIEST_EVENT_TIME.date()}"
             )
         if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError(f"event time {value.isoformat()} is in the future")
-        return value
+        return value.astimezone(UTC)
 
 
 class OrderLine(_Contract):
     sku: Identifier
     category: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
-    quantity: Annotated[int, Field(gt=0, le=1_000_000)]
+    quantity: Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
     unit_price: Money
 
 
@@ -126,7 +138,7 @@ class LoyaltyPoints(InputEvent):
 
     type: Literal["loyalty_points"] = "loyalty_points"
     kind: PointsKind
-    points: Annotated[int, Field(gt=0, le=10_000_000)]
+    points: Annotated[int, Field(strict=True, gt=0, le=10_000_000)]
     reason: Literal["purchase", "action", "referral", "bonus", "redemption", "expiry", "adjustment"]
     tier: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")] | None = None
     contact_id: Identifier | None = None
@@ -193,7 +205,7 @@ class AccountProfile(InputEvent):
     type: Literal["account_profile"] = "account_profile"
     name: Annotated[str, Field(max_length=200)] | None = None
     industry: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
-    employees: Annotated[int, Field(ge=1, le=10_000_000)]
+    employees: Annotated[int, Field(strict=True, ge=1, le=10_000_000)]
     size_class: SizeClass | None = Field(
         default=None, description="Derived from employees when not given."
     )
@@ -290,7 +302,11 @@ class DeadLetter(_Contract):
     source_topic: str
     source_partition: int
     source_offset: int
-    raw: str = Field(description="The original bytes, base64-encoded.")
+    raw: str = Field(
+        description="The original bytes, base64-encoded; only the first 64 KiB of a larger value."
+    )
+    raw_bytes: int = Field(default=0, description="Size of the original value in bytes.")
+    raw_truncated: bool = Field(default=False, description="Whether raw holds only a prefix.")
     received_at: AwareDatetime
 
 

@@ -28,6 +28,7 @@ False
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -640,8 +641,14 @@ GLOBAL_FEATURES: dict[str, GlobalFeature] = {
 }
 
 
+_CATEGORY = re.compile(r"[a-z0-9_]{1,64}")
+
+
 def _share(features: Mapping[str, Any], category: str) -> Any:
-    return features[f"share.{category}"]
+    # Only category names: "share.*" is FeatureView's cache of all shares.
+    if not _CATEGORY.fullmatch(category):
+        return None
+    return features.get(f"share.{category}")
 
 
 #: What segment conditions may refer to.

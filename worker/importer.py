@@ -85,7 +85,7 @@ import re
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -741,6 +741,7 @@ def import_orders(
     on_progress: Callable[[int, int], None] | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> ImportReport:
     """Import an ERP order export: parse, sort by event time, produce to ``topic``.
 
@@ -762,6 +763,8 @@ def import_orders(
         Parse and check only; nothing is produced (``events`` is what would be).
     now
         Rows after this are ``future_date``; default: the start of the import.
+    client_options
+        Extra Kafka client options, e.g. SASL/SSL (`worker.security.kafka_client_options`).
 
     Raises
     ------
@@ -789,7 +792,7 @@ def import_orders(
             bootstrap_servers,
             topics={"orders": topic},
             on_progress=progress,
-            producer_config=PRODUCER_CONFIG,
+            producer_config={**PRODUCER_CONFIG, **(client_options or {})},
         )
     seconds = time.monotonic() - started
     return ImportReport(

@@ -27,6 +27,7 @@ from worker.features import FEATURES, FeatureView
 from worker.metrics import Metrics
 from worker.processing import evaluate
 from worker.rules import Definitions
+from worker.security import kafka_client_options
 from worker.settings import Settings
 from worker.store import StateStore
 
@@ -37,7 +38,10 @@ class ProducerSender:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            **kafka_client_options(settings),
         )
 
     async def __aenter__(self) -> ProducerSender:

@@ -15,7 +15,7 @@ Examples
 --------
 >>> documents = schema_documents()
 >>> sorted(documents)[:3]
-['account_profile.schema.json', 'campaign_interaction.schema.json', 'dead_letter.schema.json']
+['account_erased.schema.json', 'account_profile.schema.json', 'campaign_interaction.schema.json']
 >>> documents["order_placed.schema.json"]["$id"]
 'https://segworker.example/schemas/order_placed.schema.json'
 """

@@ -13,11 +13,14 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.security import redacted_url
 
 DEFAULT_DEFINITIONS = Path(__file__).parent / "definitions" / "default.yaml"
 
@@ -98,6 +101,14 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535)
     retry_max_seconds: float = Field(default=10.0, gt=0, description="Back-off cap for retries")
     log_level: str = "info"
+
+    @field_serializer("redis_url", when_used="json")
+    def _redis_url_without_password(self, url: str | None) -> str | None:
+        return None if url is None else redacted_url(url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redacted_url(value) if name == "redis_url" and value else value
 
     @property
     def input_topics(self) -> tuple[str, str, str, str]:
