@@ -29,6 +29,7 @@ TOPIC_SETTINGS = (
     "segment_changes",
     "dead_letters",
     "cluster_samples",
+    "segment_drift",
 )
 
 

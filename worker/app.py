@@ -15,14 +15,15 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from worker.agents import BatchProcessor
 from worker.decoding import Record
-from worker.events import DeadLetter, SegmentChanged
+from worker.events import DeadLetter, SegmentChanged, SegmentDrift
 from worker.features import VOCABULARY
 from worker.learning import ClusterTrainer, clusterings
 from worker.metrics import Metrics
+from worker.monitoring import SegmentMonitor
 from worker.rules import Definitions, load_definitions
 from worker.settings import Settings
 from worker.store import StateStore
@@ -70,6 +71,7 @@ class KafkaSender:
         self.changes_topic = settings.topic_segment_changes
         self.dead_letter_topic = settings.topic_dead_letters
         self.samples_topic = settings.topic_cluster_samples
+        self.drift_topic = settings.topic_segment_drift
 
     async def send_changes(self, changes: Sequence[SegmentChanged]) -> None:
         await self._send_all(
@@ -82,6 +84,9 @@ class KafkaSender:
             self.samples_topic,
             [(s["account_id"].encode(), json.dumps(s).encode()) for s in samples],
         )
+
+    async def send_drift(self, event: SegmentDrift) -> None:
+        await self._send_all(self.drift_topic, [(b"drift", event.model_dump_json().encode())])
 
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         await self._send_all(
@@ -137,14 +142,10 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
         [c.family for c in clusterings(settings)],
         settings.cluster_margin,
     )
+    sender = KafkaSender(app, settings)
     trainer = ClusterTrainer(settings, store)
-    processor = BatchProcessor(
-        settings,
-        definitions,
-        store,
-        KafkaSender(app, settings),
-        metrics,
-    )
+    processor = BatchProcessor(settings, definitions, store, sender, metrics)
+    monitor = SegmentMonitor(settings, definitions, store, sender, metrics)
     app.segmentation = processor  # type: ignore[attr-defined]
 
     outbox_flush_pending = asyncio.Event()
@@ -178,14 +179,31 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     async def learn(stream: faust.StreamT) -> None:
         # One partition: exactly one worker owns the models at a time.
         async for batch in stream.take(1000, within=1.0):
-            await trainer.learn([json.loads(value) for value in batch])
+            samples = [json.loads(value) for value in batch]
+            await trainer.learn(samples)
+            for sample in samples:
+                monitor.observe_sample(sample)
+
+    def owns_side_loops() -> bool:
+        """The worker that owns the sample partition runs the learner and the monitor."""
+        return TP(settings.topic_cluster_samples, 0) in app.consumer.assignment()
 
     @app.timer(interval=settings.cluster_snapshot_seconds)
     async def publish_cluster_models() -> None:
-        for snapshot in await trainer.publish():
-            family = next(c.family for c in clusterings(settings) if c.spec == snapshot.spec)
+        for family, snapshot in await trainer.publish():
+            monitor.observe_snapshot(family, snapshot)
             moved = await processor.reassign_clusters(family, snapshot.version)
             log.info("%s v%d: %d cluster changes", family, snapshot.version, moved)
+
+    @app.timer(interval=settings.drift_interval_seconds)
+    async def segment_drift() -> None:
+        if owns_side_loops():
+            await monitor.close_interval()
+
+    @app.timer(interval=settings.profile_interval_seconds)
+    async def segment_profiles() -> None:
+        if owns_side_loops():
+            await monitor.refresh_profiles()
 
     @app.timer(interval=OUTBOX_SWEEP_INTERVAL)
     async def resend_outbox() -> None:

@@ -9,6 +9,7 @@ explain ACCOUNT_ID     current memberships with reasons, read from Redis
 recompute [--dry-run]  re-evaluate every stored account after a definitions change
 import-orders FILE     back-fill from an ERP order export (CSV)
 erase ACCOUNT_ID       erase an account (GDPR): exits emitted, all its state deleted
+report [--output F]    HTML page: segment sizes over time, flows, profiles, clusters
 """
 
 from __future__ import annotations
@@ -91,7 +92,24 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("account_id")
     erase.add_argument("--request-id", default=None, help="the erasure request, for the audit")
     erase.set_defaults(handler=cmd_erase)
+
+    report = commands.add_parser("report", help="write the segment report (HTML)")
+    report.add_argument("--output", type=Path, default=Path("segment-report.html"))
+    report.set_defaults(handler=cmd_report)
     return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from worker.features import VOCABULARY
+    from worker.operations import report
+    from worker.rules import load_definitions
+
+    settings = _require(Settings(), "redis_url")
+    definitions = load_definitions(settings.definitions_path, VOCABULARY)
+    print(asyncio.run(report(settings, definitions, args.output)))
+    return 0
 
 
 def cmd_erase(args: argparse.Namespace) -> int:

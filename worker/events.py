@@ -310,4 +310,36 @@ class DeadLetter(_Contract):
     received_at: AwareDatetime
 
 
-OUTPUT_EVENT_TYPES: tuple[type[BaseModel], ...] = (SegmentChanged, DeadLetter)
+class SegmentDriftAlarm(_Contract):
+    """A segment's share, a feature's distribution or a cluster centroid moved too far."""
+
+    kind: Literal["segment_share", "feature", "centroid"]
+    family: str | None = None
+    segment_id: str | None = None
+    feature: str | None = None
+    value: float
+    bound: float
+    before: float | None = None
+    after: float | None = None
+    message: str
+
+
+class SegmentDrift(_Contract):
+    """Segment statistics and drift alarms of one interval (topic ``segment-drift``)."""
+
+    type: Literal["segment_drift"] = "segment_drift"
+    interval_start: AwareDatetime | None = None
+    interval_end: AwareDatetime
+    total_accounts: int = Field(ge=0)
+    sizes: dict[str, dict[str, int]] = Field(description="family -> segment -> members")
+    sizes_estimated: bool = False
+    inflow: dict[str, dict[str, int]] = Field(default_factory=dict)
+    outflow: dict[str, dict[str, int]] = Field(default_factory=dict)
+    alarms: list[SegmentDriftAlarm] = Field(default_factory=list)
+    features: dict[str, float | None] = Field(
+        default_factory=dict, description="Typical value per monitored feature"
+    )
+    centroid_shifts: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+OUTPUT_EVENT_TYPES: tuple[type[BaseModel], ...] = (SegmentChanged, DeadLetter, SegmentDrift)

@@ -69,8 +69,8 @@ class ClusterTrainer:
             learned += 1
         return learned
 
-    async def publish(self) -> list[ClusterSnapshot]:
-        """Snapshot every learner that learned something; return what was published."""
+    async def publish(self) -> list[tuple[str, ClusterSnapshot]]:
+        """Snapshot every learner that learned something; return (family, snapshot)s."""
         published = []
         for family, learner in list(self._learners.items()):
             if not learner.ready or not self._learned_since_publish.get(family):
@@ -81,7 +81,7 @@ class ClusterTrainer:
             if await self.store.publish_snapshot(family, snapshot):
                 self._published[family] = snapshot
                 self._learned_since_publish[family] = 0
-                published.append(snapshot)
+                published.append((family, snapshot))
                 log.info("published %s model v%d (%d samples)", family, version, snapshot.samples)
             else:
                 # Somebody else published a newer model: we are no longer the owner, or

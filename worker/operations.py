@@ -1,5 +1,5 @@
 """Operator commands that act on stored state: explain an account, recompute after a
-definitions change.
+definitions change, write the segment report.
 
 They reuse the worker's own pieces (``StateStore``, ``BatchProcessor``), so a
 recompute writes and emits exactly as the worker would, with the cause
@@ -16,16 +16,21 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from worker.agents import BatchProcessor
+from worker.clustering import describe
 from worker.events import DeadLetter, SegmentChanged
 from worker.features import FEATURES, FeatureView
+from worker.learning import clusterings
 from worker.metrics import Metrics
+from worker.monitoring import build_profiles
 from worker.processing import evaluate
+from worker.report import write_report
 from worker.rules import Definitions
 from worker.security import kafka_client_options
 from worker.settings import Settings
@@ -169,3 +174,50 @@ async def explain(settings: Settings, account_id: str) -> Explanation | None:
     features["abc_class"] = view["abc_class"]
     features["clv_estimate"] = view["clv_estimate"]
     return Explanation(account_id, datetime.fromtimestamp(state.clock, UTC), memberships, features)
+
+
+def drift_history(settings: Settings, limit: int = 500) -> list[dict[str, Any]]:
+    """The last ``limit`` ``SegmentDrift`` events, oldest first."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        settings.topic_segment_drift,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+        consumer_timeout_ms=1500,
+        **kafka_client_options(settings),
+    )
+    try:
+        events = [json.loads(message.value) for message in consumer]
+    finally:
+        consumer.close()
+    events.sort(key=lambda event: event["interval_end"])
+    return events[-limit:]
+
+
+async def report(settings: Settings, definitions: Definitions, path: Path) -> Path:
+    """Profiles of every segment, sizes and flows over time, cluster descriptions: HTML."""
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    store = StateStore(redis, settings.redis_key_prefix, [c.family for c in clusterings(settings)])
+    try:
+        profiles, overall = await build_profiles(store, definitions)
+        snapshots = (await store.load_globals()).clusters
+    finally:
+        await redis.aclose()
+    descriptions = {
+        cluster: text
+        for snapshot in snapshots.values()
+        if snapshot is not None
+        for cluster, text in describe(snapshot).items()
+    }
+    history = drift_history(settings) if settings.kafka_bootstrap_servers else []
+    return write_report(
+        path,
+        profiles,
+        history,
+        descriptions,
+        f"Segments — definitions {definitions.version}",
+        overall=overall,
+    )

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     topic_account_profiles: str = "account-profiles"
     topic_segment_changes: str = "segment-changes"
     topic_dead_letters: str = "segment-dead-letters"
+    topic_segment_drift: str = "segment-drift"
     topic_cluster_samples: str = Field(
         default="segment-cluster-samples",
         description="One partition: whichever worker owns it trains the cluster models",
@@ -94,6 +95,18 @@ class Settings(BaseSettings):
     )
     cluster_warmup: int = Field(default=200, ge=10, description="Samples before the first model")
     cluster_snapshot_seconds: float = Field(default=30.0, gt=0)
+    drift_interval_seconds: float = Field(
+        default=60.0, gt=0, description="Segment statistics and drift checks per interval"
+    )
+    drift_share_bound: float = Field(
+        default=0.05, gt=0, lt=1, description="Alarm when a segment's share moves this much"
+    )
+    drift_centroid_bound: float = Field(
+        default=0.5, gt=0, description="Alarm when a centroid moves this many std units"
+    )
+    profile_interval_seconds: float = Field(
+        default=300.0, gt=0, description="How often segment profiles are recomputed"
+    )
     flap_window_seconds: float = Field(
         default=86400.0, gt=0, description="An exit sooner than this after the entry is a flap"
     )
@@ -120,8 +133,8 @@ class Settings(BaseSettings):
         )
 
     @property
-    def output_topics(self) -> tuple[str, str]:
-        return (self.topic_segment_changes, self.topic_dead_letters)
+    def output_topics(self) -> tuple[str, str, str]:
+        return (self.topic_segment_changes, self.topic_dead_letters, self.topic_segment_drift)
 
     def topic_partitions(self) -> dict[str, int]:
         """Every topic the worker uses, with its partition count."""

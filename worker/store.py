@@ -18,6 +18,7 @@ Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
     seg:clock                          ZSET "stream" -> largest event time seen (ZADD GT)
     seg:cluster:<family>               JSON of the latest cluster model (ClusterSnapshot)
     seg:profiles                       JSON of the last computed segment profiles
+    seg:flows                          HASH family/segment/change -> count since last read
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class StateStore:
         self.thresholds_key = f"{prefix}:value:thresholds"
         self.clock_key = f"{prefix}:clock"
         self.profiles_key = f"{prefix}:profiles"
+        self.flows_key = f"{prefix}:flows"
         self.account_key_pattern = f"{prefix}:acct:*"
 
     def state_key(self, account_id: str) -> str:
@@ -170,6 +172,7 @@ class StateStore:
             else:
                 pipe.srem(key, change.account_id)
             pipe.hset(self.outbox_key, change.change_id, change.model_dump_json())
+            pipe.hincrby(self.flows_key, f"{change.family}/{change.segment_id}/{change.change}", 1)
             pipe.zadd(self.outbox_written_key, {change.change_id: now})
 
     async def clear_outbox(self, change_ids: Sequence[str]) -> None:
@@ -239,6 +242,14 @@ class StateStore:
         if cached is None or cached[0] != raw:
             cached = self._snapshots[family] = (raw, ClusterSnapshot.from_json(raw))
         return cached[1]
+
+    async def take_flows(self) -> dict[tuple[str, str, str], int]:
+        """Entries and exits counted since the last call, per (family, segment, change)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.flows_key)
+            pipe.delete(self.flows_key)
+            counts, _ = await pipe.execute()
+        return {tuple(_text(k).split("/")): int(v) for k, v in counts.items()}  # type: ignore[misc]
 
     async def load_profiles(self) -> dict[str, Any]:
         """The last computed segment profiles, ``"family/segment"`` -> profile."""

@@ -54,6 +54,7 @@ class Deployment:
             "SEGWORKER_TOPIC_SEGMENT_CHANGES": f"{n}-segment-changes",
             "SEGWORKER_TOPIC_DEAD_LETTERS": f"{n}-dead-letters",
             "SEGWORKER_TOPIC_CLUSTER_SAMPLES": f"{n}-cluster-samples",
+            "SEGWORKER_TOPIC_SEGMENT_DRIFT": f"{n}-segment-drift",
             "SEGWORKER_PARTITIONS": str(self.partitions),
             "SEGWORKER_REDIS_KEY_PREFIX": n,
             "SEGWORKER_DEFINITIONS_PATH": str(self.definitions_path),

@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pytest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from worker.clustering import Cluster, ClusterSnapshot, Dimension, needs_spec
 from worker.drift import DRIFT_FEATURES, DriftMonitor, DriftReport, FeatureDrift
-from worker.events import SegmentChanged
+from worker.events import SegmentChanged, SegmentDrift
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -19,36 +18,6 @@ DAY = timedelta(days=1)
 
 # The output event proposed for worker/events.py (topic ``segment-drift``); kept here
 # until it lands there, so that ``DriftReport.to_event_dict`` is checked against it.
-class SegmentDriftAlarm(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["segment_share", "feature", "centroid"]
-    family: str | None = None
-    segment_id: str | None = None
-    feature: str | None = None
-    value: float
-    bound: float
-    before: float | None = None
-    after: float | None = None
-    message: str
-
-
-class SegmentDrift(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["segment_drift"] = "segment_drift"
-    interval_start: AwareDatetime | None = None
-    interval_end: AwareDatetime
-    total_accounts: int = Field(ge=0)
-    sizes: dict[str, dict[str, int]]
-    sizes_estimated: bool = False
-    inflow: dict[str, dict[str, int]] = Field(default_factory=dict)
-    outflow: dict[str, dict[str, int]] = Field(default_factory=dict)
-    alarms: list[SegmentDriftAlarm] = Field(default_factory=list)
-    features: dict[str, float | None] = Field(default_factory=dict)
-    centroid_shifts: dict[str, dict[str, float]] = Field(default_factory=dict)
-
-
 def change(
     n: int, family: str, segment_id: str, kind: Literal["entered", "exited"]
 ) -> SegmentChanged:

@@ -1,0 +1,92 @@
+"""Drift events, stored profiles and the HTML report from a running demo-like deployment."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+
+from tests.integration.harness import ROOT, Deployment, TopicReader, WorkerProcess
+from worker.events import SegmentDrift
+from worker.generator import generate_events, make_accounts, produce
+from worker.settings import DEFAULT_DEFINITIONS
+
+FAST = {
+    "SEGWORKER_CLUSTER_WARMUP": "100",
+    "SEGWORKER_CLUSTER_SNAPSHOT_SECONDS": "2",
+    "SEGWORKER_DRIFT_INTERVAL_SECONDS": "2",
+    "SEGWORKER_PROFILE_INTERVAL_SECONDS": "3",
+    "SEGWORKER_VALUE_INTERVAL_SECONDS": "2",
+}
+FAMILIES = {"value", "apriori", "region", "program", "engagement", "needs", "cluster"}
+
+
+class ChartFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.families: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if "chart" in (values.get("class") or "").split() and values.get("data-family"):
+            self.families.add(values["data-family"] or "")
+
+
+def test_drift_events_profiles_and_report(kafka, redis_server, tmp_path):
+    deployment = Deployment(kafka.bootstrap_servers, redis_server.url, DEFAULT_DEFINITIONS)
+    deployment.create_topics()
+    worker = WorkerProcess(deployment, tmp_path / "worker.log", **FAST)
+    drift = TopicReader(deployment.bootstrap_servers, deployment.topic("segment-drift"))
+    try:
+        rng = random.Random(5)
+        topics = {t: deployment.topic(t) for t in
+                  ("orders", "campaign-events", "loyalty-points", "account-profiles")}  # fmt: skip
+        start = datetime.now(UTC) - timedelta(days=121)
+        produce(
+            generate_events(make_accounts(150, rng), start, 120, rng),
+            deployment.bootstrap_servers,
+            topics=topics,
+        )
+
+        def sized(events: list[dict]) -> bool:
+            return any(e["sizes"].get("program") and e["sizes"].get("cluster") for e in events)
+
+        events = drift.read_until(sized, timeout=120, settle=0.5)
+        parsed = [SegmentDrift.model_validate(e) for e in events]
+        last = next(e for e in reversed(parsed) if e.sizes.get("cluster"))
+        assert sum(last.sizes["program"].values()) == 150
+        assert sum(last.sizes["cluster"].values()) == 150
+        assert any(e.inflow for e in parsed)  # the entries of the first interval
+
+        deadline = time.monotonic() + 60
+        while True:
+            url = f"http://127.0.0.1:{worker.web_port}/segments"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                overview = json.loads(response.read())["segments"]
+            profiled = [s for s in overview if s["profile"] and s["size"]]
+            if any(s["family"] == "cluster" for s in profiled) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        never = next(s for s in profiled if s["segment_id"] == "never_participated")
+        assert never["profile"]["size"] == never["size"]
+        assert any(s["family"] == "cluster" and s["description"] for s in profiled)
+
+        output = tmp_path / "report.html"
+        done = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "report", "--output", str(output)],
+            cwd=ROOT, env={**os.environ, **deployment.env}, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        finder = ChartFinder()
+        finder.feed(output.read_text(encoding="utf-8"))
+        assert finder.families >= FAMILIES
+    finally:
+        drift.close()
+        assert worker.stop() == 0, worker.log_tail()
