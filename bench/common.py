@@ -12,13 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker.embedded import (  # noqa: E402
-    create_topics,
-    free_port,
-    import_kafka_python,
-    start_kafka,
-    start_redis,
-)
+from worker.cli import connected_settings  # noqa: E402
+from worker.embedded import create_topics, free_port, import_kafka_python  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 TOPIC_SETTINGS = (
@@ -36,29 +31,13 @@ TOPIC_SETTINGS = (
 @contextlib.contextmanager
 def deployment(name: str, **overrides: object) -> Iterator[Settings]:
     """Settings with topics prefixed by ``name``, on embedded servers unless configured."""
-    base = Settings()
-    with contextlib.ExitStack() as stack:
-        kafka_servers, redis_url = base.kafka_bootstrap_servers, base.redis_url
-        if not kafka_servers:
-            kafka = start_kafka()
-            stack.callback(kafka.stop)
-            kafka_servers = kafka.bootstrap_servers
-        if not redis_url:
-            redis = start_redis()
-            stack.callback(redis.stop)
-            redis_url = redis.url
+    with connected_settings(Settings()) as connected:
         topics = {f"topic_{t}": f"{name}-{t.replace('_', '-')}" for t in TOPIC_SETTINGS}
-        settings = base.model_copy(
-            update={
-                "kafka_bootstrap_servers": kafka_servers,
-                "redis_url": redis_url,
-                "app_id": f"{name}-worker",
-                "redis_key_prefix": name,
-                **topics,
-                **overrides,
-            }
+        settings = connected.model_copy(
+            update={"app_id": f"{name}-worker", "redis_key_prefix": name, **topics, **overrides}
         )
-        create_topics(kafka_servers, settings.topic_partitions())
+        assert settings.kafka_bootstrap_servers
+        create_topics(settings.kafka_bootstrap_servers, settings.topic_partitions())
         yield settings
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
+from worker.clients import topic_reader
 from worker.generator import DEFAULT_TOPICS, TopicEvent, demo_events, make_accounts, produce
 from worker.security import kafka_client_options, redacted_url
 from worker.settings import Settings
@@ -135,17 +136,7 @@ def print_change(console: Console, change: dict[str, Any]) -> None:
 def watch_changes(
     settings: Settings, stop: threading.Event, console: Console, deadline: float | None
 ) -> Counter[str]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        settings.topic_segment_changes,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        group_id=None,
-        enable_auto_commit=False,
-        consumer_timeout_ms=250,
-        **kafka_client_options(settings),
-    )
+    consumer = topic_reader(settings, settings.topic_segment_changes, idle_ms=250)
     totals: Counter[str] = Counter()
     second, printed, suppressed = int(time.monotonic()), 0, 0
     try:

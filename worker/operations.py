@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from worker.agents import BatchProcessor
+from worker.clients import topic_reader
 from worker.clustering import describe
 from worker.events import DeadLetter, SegmentChanged
 from worker.features import FEATURES, FeatureView
@@ -178,17 +179,7 @@ async def explain(settings: Settings, account_id: str) -> Explanation | None:
 
 def drift_history(settings: Settings, limit: int = 500) -> list[dict[str, Any]]:
     """The last ``limit`` ``SegmentDrift`` events, oldest first."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        settings.topic_segment_drift,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        group_id=None,
-        enable_auto_commit=False,
-        consumer_timeout_ms=1500,
-        **kafka_client_options(settings),
-    )
+    consumer = topic_reader(settings, settings.topic_segment_drift, idle_ms=1500)
     try:
         events = [json.loads(message.value) for message in consumer]
     finally:

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -92,3 +92,13 @@ def topic_factory(kafka: EmbeddedKafka, request: pytest.FixtureRequest) -> Topic
         return name
 
     return make
+
+
+@pytest.fixture
+def changes(deployment: Any) -> Iterator[Any]:
+    """Reader of the test deployment's segment-changes topic (needs a ``deployment``)."""
+    from tests.integration.harness import TopicReader
+
+    reader = TopicReader(deployment.bootstrap_servers, deployment.topic("segment-changes"))
+    yield reader
+    reader.close()

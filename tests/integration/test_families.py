@@ -14,7 +14,6 @@ import redis
 from tests.integration.harness import (
     ROOT,
     Deployment,
-    TopicReader,
     WorkerProcess,
     order_event,
     send,
@@ -42,13 +41,6 @@ def worker(deployment, tmp_path):
     yield process
     code = process.stop()
     assert code == 0, f"worker exited with {code}:\n{process.log_tail()}"
-
-
-@pytest.fixture
-def changes(deployment):
-    reader = TopicReader(deployment.bootstrap_servers, deployment.topic("segment-changes"))
-    yield reader
-    reader.close()
 
 
 def only(changes: list[dict], family: str) -> list[tuple[str, str, str, str]]:

@@ -63,13 +63,6 @@ def worker(deployment, tmp_path):
     assert code == 0, f"worker exited with {code}:\n{process.log_tail()}"
 
 
-@pytest.fixture
-def changes(deployment):
-    reader = TopicReader(deployment.bootstrap_servers, deployment.topic("segment-changes"))
-    yield reader
-    reader.close()
-
-
 def profile(event_id, account, days, industry, employees, country="DE"):
     return {
         "type": "account_profile",
