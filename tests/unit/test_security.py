@@ -63,7 +63,6 @@ def assert_verifying(context: ssl.SSLContext) -> None:
 @pytest.fixture
 def ca_file(tmp_path: Path) -> Path:
     """A self-signed CA certificate in PEM, as an operator's private CA would be."""
-    pytest.importorskip("cryptography")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
