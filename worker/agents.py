@@ -183,6 +183,16 @@ class BatchProcessor:
                 if lasted < self.settings.flap_window_seconds:
                     self.metrics.flaps.labels(change.family, change.segment_id).inc()
 
+    async def drain_outbox(self) -> None:
+        """Deliver every pending outbox entry, in write order; retried until done.
+
+        Done before the first batch after a start or a rebalance (and before a timer
+        emits changes then), so a dead writer's changes reach Kafka before any newer
+        change of the same accounts.
+        """
+        while await self._retrying("redis", lambda: self.resend_stale_outbox(older_than=0)):
+            pass
+
     async def resend_stale_outbox(self, older_than: float | None = None) -> int:
         """Deliver outbox entries whose writer died between writing and sending.
 

@@ -8,6 +8,7 @@ and acks the records only after the batch is durable and its changes delivered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import faust
 import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
-from worker.agents import BatchProcessor
+from worker.agents import TRANSIENT_ERRORS, BatchProcessor
 from worker.decoding import Record
 from worker.events import DeadLetter, SegmentChanged, SegmentDrift
 from worker.features import VOCABULARY
@@ -148,8 +149,30 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     monitor = SegmentMonitor(settings, definitions, store, sender, metrics)
     app.segmentation = processor  # type: ignore[attr-defined]
 
+    def timer(interval: float) -> Any:
+        """``app.timer`` whose body survives a transient Redis/Kafka error (next tick retries):
+        Faust crashes the whole app on an exception in a timer."""
+
+        def decorate(fun: Any) -> Any:
+            @functools.wraps(fun)
+            async def guarded() -> None:
+                try:
+                    await fun()
+                except TRANSIENT_ERRORS as error:
+                    metrics.retries.labels(fun.__name__).inc()
+                    log.warning("%s failed (%s); retried at the next tick", fun.__name__, error)
+
+            return app.timer(interval=interval)(guarded)
+
+        return decorate
+
     outbox_flush_pending = asyncio.Event()
     outbox_flush_pending.set()
+
+    async def flush_outbox_if_pending() -> None:
+        if outbox_flush_pending.is_set():
+            outbox_flush_pending.clear()
+            await processor.drain_outbox()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def flush_outbox_before_next_batch(
@@ -163,10 +186,7 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
         async for batch in stream.noack().noack_take(  # type: ignore[attr-defined]
             settings.batch_size, within=settings.batch_within_seconds
         ):
-            if outbox_flush_pending.is_set():
-                outbox_flush_pending.clear()
-                while await processor.resend_stale_outbox(older_than=0):
-                    pass
+            await flush_outbox_if_pending()
             await processor.process([_record(event) for event in batch])
             for event in batch:
                 await stream.ack(event)
@@ -188,29 +208,31 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
         """The worker that owns the sample partition runs the learner and the monitor."""
         return TP(settings.topic_cluster_samples, 0) in app.consumer.assignment()
 
-    @app.timer(interval=settings.cluster_snapshot_seconds)
+    @timer(settings.cluster_snapshot_seconds)
     async def publish_cluster_models() -> None:
+        await flush_outbox_if_pending()
         for family, snapshot in await trainer.publish():
             monitor.observe_snapshot(family, snapshot)
             moved = await processor.reassign_clusters(family, snapshot.version)
             log.info("%s v%d: %d cluster changes", family, snapshot.version, moved)
 
-    @app.timer(interval=settings.drift_interval_seconds)
+    @timer(settings.drift_interval_seconds)
     async def segment_drift() -> None:
         if owns_side_loops():
             await monitor.close_interval()
 
-    @app.timer(interval=settings.profile_interval_seconds)
+    @timer(settings.profile_interval_seconds)
     async def segment_profiles() -> None:
         if owns_side_loops():
             await monitor.refresh_profiles()
 
-    @app.timer(interval=OUTBOX_SWEEP_INTERVAL)
+    @timer(OUTBOX_SWEEP_INTERVAL)
     async def resend_outbox() -> None:
         await processor.resend_stale_outbox()
 
-    @app.timer(interval=settings.sweep_interval_seconds)
+    @timer(settings.sweep_interval_seconds)
     async def sweep_due() -> None:
+        await flush_outbox_if_pending()
         # Drain what is due now, within half an interval, so a replay's sweep keeps up
         # without starving the agent.
         deadline = asyncio.get_running_loop().time() + settings.sweep_interval_seconds / 2
@@ -218,11 +240,12 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
             if asyncio.get_running_loop().time() > deadline:
                 break
 
-    @app.timer(interval=settings.value_interval_seconds)
+    @timer(settings.value_interval_seconds)
     async def refresh_value_thresholds() -> None:
+        await flush_outbox_if_pending()
         await processor.refresh_thresholds()
 
-    @app.timer(interval=METRICS_INTERVAL)
+    @timer(METRICS_INTERVAL)
     async def refresh_gauges() -> None:
         for row in await segment_overview(store, definitions):
             metrics.segment_size.labels(row["family"], row["segment_id"]).set(row["size"])

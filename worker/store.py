@@ -93,6 +93,7 @@ class StateStore:
         self.profiles_key = f"{prefix}:profiles"
         self.flows_key = f"{prefix}:flows"
         self.account_key_pattern = f"{prefix}:acct:*"
+        self._last_written = 0.0
 
     def state_key(self, account_id: str) -> str:
         return f"{self.prefix}:acct:{{{account_id}}}"
@@ -164,8 +165,11 @@ class StateStore:
             pipe.zrem(self.revenue_key, *not_earning)
         if result.clock:
             pipe.zadd(self.clock_key, {"stream": result.clock}, gt=True)
-        now = time.time()
-        for change in result.changes:
+        # Strictly increasing scores: a re-send reads the outbox back in write order (equal
+        # scores would come back sorted by change_id, reversing exits and entries).
+        now = max(time.time(), self._last_written + 1e-6)
+        self._last_written = now + len(result.changes) * 1e-6
+        for index, change in enumerate(result.changes):
             key = self.members_key(change.family, change.segment_id)
             if change.change == "entered":
                 pipe.sadd(key, change.account_id)
@@ -173,7 +177,7 @@ class StateStore:
                 pipe.srem(key, change.account_id)
             pipe.hset(self.outbox_key, change.change_id, change.model_dump_json())
             pipe.hincrby(self.flows_key, f"{change.family}/{change.segment_id}/{change.change}", 1)
-            pipe.zadd(self.outbox_written_key, {change.change_id: now})
+            pipe.zadd(self.outbox_written_key, {change.change_id: now + index * 1e-6})
 
     async def clear_outbox(self, change_ids: Sequence[str]) -> None:
         """Forget changes that Kafka has acknowledged."""

@@ -195,3 +195,28 @@ async def test_a_cutoff_change_during_a_batch_makes_it_recompute_with_the_new_on
     await store.update_batch(["X"], mutate)
     assert seen == [None, 500.0]
     assert redis_client.exists(store.state_key("X"))
+
+
+async def test_a_resent_outbox_keeps_the_order_changes_were_written_in(processor):
+    """Equal scores would come back sorted by change id: exits before their entries."""
+
+    class Crash(Exception):
+        pass
+
+    returned = {
+        "type": "order_returned", "event_id": "r1", "account_id": "A",
+        "occurred_at": (T0 + timedelta(days=1)).isoformat(), "order_id": "o1", "amount": 1000.0,
+    }  # fmt: skip
+    processor.sender.failures = [Crash("killed"), Crash("killed")]
+    for offset, event in enumerate([order(1, "A", 0, 1500.0), returned]):
+        with pytest.raises(Crash):
+            await processor.process([record(offset, event)])
+    written = [c.change_id for c in await processor.store.stale_outbox(0)]
+    await processor.drain_outbox()
+    sent = processor.sender.changes
+    assert [c.change_id for c in sent] == written
+    assert [(c.segment_id, c.change) for c in sent] == [
+        ("recent", "entered"),
+        ("big", "entered"),
+        ("big", "exited"),
+    ]
