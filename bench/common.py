@@ -6,15 +6,21 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from worker.cli import connected_settings  # noqa: E402
+from worker.clustering import ClusterSnapshot  # noqa: E402
 from worker.embedded import create_topics, free_port, import_kafka_python  # noqa: E402
+from worker.features import AccountState, FeatureView  # noqa: E402
+from worker.rules import Definitions  # noqa: E402
+from worker.schedule import Schedule  # noqa: E402
 from worker.settings import Settings  # noqa: E402
+from worker.store import StateStore  # noqa: E402
 
 TOPIC_SETTINGS = (
     "orders",
@@ -94,3 +100,355 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+# ------------------------------------------------------------------ helpers of the newer benches
+# (latency.py, memory.py, recompute.py, soak.py)
+
+
+def rss_mib(pid: int) -> float:
+    """Current resident memory of a live process (VmRSS), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by this process and its children (broker, Redis, worker) over a phase."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.before = self.snapshot()
+
+    @staticmethod
+    def snapshot() -> dict[str, float]:
+        me = os.getpid()
+        result = {f"bench (this process) {me}": cpu_seconds(me)}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rpartition(")")[2].split()
+            if int(fields[1]) == me:
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                result[f"{name} {entry.name}"] = cpu_seconds(int(entry.name))
+        return result
+
+    def shares(self) -> dict[str, float]:
+        """Share of one core each process used since the meter was made."""
+        seconds = time.perf_counter() - self.started
+        after = self.snapshot()
+        return {
+            name: (used - self.before.get(name, 0.0)) / seconds
+            for name, used in after.items()
+            if name in self.before
+        }
+
+    def line(self, labels: dict[int, str] | None = None) -> str:
+        """``name share, ...`` by decreasing share; ``labels`` names processes by pid."""
+        labels = labels or {}
+        shares = sorted(self.shares().items(), key=lambda item: -item[1])
+        return ", ".join(
+            f"{labels.get(int(name.rsplit(' ', 1)[1]), name.rsplit(' ', 1)[0])} {share:.0%}"
+            for name, share in shares
+        )
+
+
+def run_title(what: str) -> str:
+    """``what`` with the date, the core count and the Python version."""
+    import platform
+    from datetime import UTC, datetime
+
+    return (
+        f"{what} ({datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()})"
+    )
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of an ascending list; nan when empty."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), int(-(-q * len(sorted_values) // 100))))
+    return sorted_values[rank - 1]
+
+
+class WorkerProcess:
+    """A real ``segworker run`` child process on ``settings``; its log goes to a temp file."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str = "worker",
+        command: Sequence[str] | None = None,
+        **extra_env: str,
+    ) -> None:
+        import subprocess
+        import tempfile
+
+        self.env = worker_env(settings, PYTHONUNBUFFERED="1", **extra_env)
+        self.web_port = int(self.env["SEGWORKER_WEB_PORT"])
+        self.log_path = Path(tempfile.mkdtemp(prefix="segworker-bench-")) / f"{name}.log"
+        with self.log_path.open("wb") as output:
+            self.process = subprocess.Popen(
+                command or [sys.executable, "-m", "worker.cli", "run"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self.pid = self.process.pid
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the worker exited with {self.process.returncode}; {self.log_path}")
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's Prometheus samples, ``'name{labels}'`` -> value."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the worker's ``/ready`` answers 200 (web server up, Redis reachable)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                url = f"http://127.0.0.1:{self.web_port}/ready"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker not ready after {timeout}s; see {self.log_path}")
+            time.sleep(0.5)
+
+    def stop(self, timeout: float = 20) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+# --- account states with the worker's key layout, without running the worker
+
+
+@dataclass
+class PreparedState:
+    """An account state ready to be written: its JSON and the worker's index entries."""
+
+    account_id: str
+    data: dict[str, object]  # AccountState.to_dict()
+    due: float | None
+    revenue: float
+
+    def renamed(self, account_id: str) -> PreparedState:
+        return PreparedState(
+            account_id, {**self.data, "account_id": account_id}, self.due, self.revenue
+        )
+
+
+def prepare(state: AccountState, schedule: Schedule) -> PreparedState:
+    """The state with its sweep due time and trailing-year revenue, as the worker indexes
+    a changed account (``BatchProcessor._index``)."""
+    revenue = FeatureView(state, state.now_day)["revenue_365d"]
+    return PreparedState(state.account_id, state.to_dict(), schedule.next_due(state), revenue)
+
+
+def write_states(
+    redis_url: str, prefix: str, states: Iterable[PreparedState], chunk: int = 500
+) -> int:
+    """Write states like the worker's batch transaction does: the state key, the member
+    sets of its memberships, the due and revenue sorted sets and the stream clock.
+    Key names come from ``StateStore``. Returns how many states were written."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = StateStore(None, prefix)  # type: ignore[arg-type]  # only its key names are used
+    written = 0
+    clock = 0.0
+    pipe = client.pipeline(transaction=False)
+    try:
+        for prepared in states:
+            account = prepared.account_id
+            data = prepared.data
+            pipe.set(keys.state_key(account), json.dumps(data, separators=(",", ":")).encode())
+            for family, segments in data["memberships"].items():  # type: ignore[attr-defined]
+                for segment in segments:
+                    pipe.sadd(keys.members_key(family, segment), account)
+            if prepared.due is not None:
+                pipe.zadd(keys.due_key, {account: prepared.due})
+            if prepared.revenue > 0:
+                pipe.zadd(keys.revenue_key, {account: prepared.revenue})
+            clock = max(clock, float(data["clock"]))  # type: ignore[arg-type]
+            written += 1
+            if written % chunk == 0:
+                pipe.execute()
+        if clock:
+            pipe.zadd(keys.clock_key, {"stream": clock}, gt=True)
+        pipe.execute()
+    finally:
+        client.close()
+    return written
+
+
+@dataclass
+class History:
+    """Account states folded from a year of generated history with the pure core, then
+    settled with ABC cut-offs and trained cluster models, as a worker would hold them."""
+
+    states: list[AccountState]
+    events: int
+    thresholds: dict[str, object]
+    snapshots: dict[str, ClusterSnapshot]
+    seconds: float
+
+
+def fold_history(
+    accounts: int, days: int = 365, seed: int = 42, definitions: Definitions | None = None
+) -> History:
+    """Generate ``days`` of history for ``accounts`` and fold it into states.
+
+    Every event goes through ``process_event`` with the definitions (the default ones
+    unless given), as the worker would apply it; the weekly cluster-sample day is tracked
+    as ``BatchProcessor._index`` does. Then the ABC cut-offs of the folded revenues and one
+    trained model per clustering are installed and every account is evaluated once more,
+    so the value tiers and cluster memberships are those of a worker in steady state.
+    """
+    import random
+    import time
+    import zlib
+    from datetime import UTC, datetime, timedelta
+
+    from worker import value
+    from worker.clustering import ClusterLearner
+    from worker.events import decode_input
+    from worker.features import VOCABULARY, Globals
+    from worker.generator import encode, generate_events, make_accounts
+    from worker.learning import clusterings
+    from worker.processing import evaluate, process_event, raw_sample
+    from worker.rules import load_definitions
+
+    started = time.perf_counter()
+    settings = Settings()
+    definitions = definitions or load_definitions(settings.definitions_path, VOCABULARY)
+    rng = random.Random(seed)
+    start = datetime.now(UTC) - timedelta(days=days + 1)
+    states: dict[str, AccountState] = {}
+    offsets: dict[str, int] = {}
+    count = 0
+    for topic, raw in generate_events(make_accounts(accounts, rng), start, days, rng):
+        event = decode_input(encode(raw))
+        state = states.get(event.account_id)
+        if state is None:
+            state = states[event.account_id] = AccountState(event.account_id)
+        # The record's position, as the worker passes it (keyed by account: one partition).
+        source = f"{topic}:{zlib.crc32(event.account_id.encode()) % settings.partitions}"
+        offsets[source] = offset = offsets.get(source, -1) + 1
+        if process_event(state, event, definitions, (source, offset)) is None:
+            continue
+        count += 1
+        last = state.sampled_day
+        if last is None or state.now_day - last >= settings.cluster_sample_days:
+            state.sampled_day = state.now_day
+    revenues = [FeatureView(s, s.now_day)["revenue_365d"] for s in states.values()]
+    cutoffs = value.compute_thresholds(revenues, settings.value_a_share, settings.value_b_share)
+    thresholds = value.thresholds_to_dict(cutoffs)
+    snapshots: dict[str, ClusterSnapshot] = {}
+    for clustering in clusterings(settings):
+        learner = ClusterLearner(clustering.spec, clustering.k, warmup=settings.cluster_warmup)
+        for state in states.values():
+            learner.learn_one(raw_sample(FeatureView(state, state.now_day), clustering.spec))
+        if learner.ready:
+            snapshots[clustering.family] = learner.snapshot(1, created_at=datetime.now(UTC))
+    globals = Globals.from_thresholds(thresholds, snapshots, settings.cluster_margin)
+    # The worker's time sweep evaluates every account that is due at stream time (the
+    # largest event time of all); the others keep their own clock.
+    schedule = Schedule(definitions)
+    now = max(state.clock for state in states.values())
+    for state in states.values():
+        due = schedule.next_due(state)
+        at = now if due is not None and due <= now else None
+        evaluate(state, definitions, "bench:settle", globals, at=at)
+    return History(
+        list(states.values()), count, thresholds, snapshots, time.perf_counter() - started
+    )
+
+
+def replicated(
+    templates: Sequence[PreparedState], accounts: int, id_format: str = "ACC-{:06d}"
+) -> Iterator[PreparedState]:
+    """``accounts`` states: the templates over and over under new account ids."""
+    for number in range(accounts):
+        yield templates[number % len(templates)].renamed(id_format.format(number + 1))
+
+
+def write_globals(redis_url: str, prefix: str, history: History) -> None:
+    """The ABC cut-offs and the cluster models of ``history``, under the worker's keys."""
+    import json
+
+    import redis
+
+    from worker.learning import clusterings
+
+    client = redis.Redis.from_url(redis_url)
+    families = [c.family for c in clusterings(Settings())]
+    keys = StateStore(None, prefix, families)  # type: ignore[arg-type]
+    try:
+        client.set(keys.thresholds_key, json.dumps(history.thresholds))
+        for family, snapshot in history.snapshots.items():
+            client.set(keys.cluster_keys[family], snapshot.to_json())
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def redis_only() -> Iterator[str]:
+    """A Redis URL: ``REDIS_URL`` when set, else an embedded ``redis-server`` (stopped after)."""
+    configured = Settings().redis_url
+    if configured:
+        yield configured
+        return
+    from worker.embedded import start_redis
+
+    server = start_redis()
+    try:
+        yield server.url
+    finally:
+        server.stop()

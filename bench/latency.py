@@ -1,0 +1,532 @@
+"""End-to-end latency: an input event produced -> its ``SegmentChanged`` consumed.
+
+A pool of prospect accounts (a profile, no order yet) is written to Redis with the
+worker's key layout, then a real ``segworker run`` gets one order per account at a
+steady rate (default 1,000 events/s for 60 s). Each order moves its account out of
+``value/prospect``, so every event causes a change whose ``cause`` is the order's
+``event_id``: a consumer of ``segment-changes`` takes the first change of each order and
+measures consume time - produce time (one process, one monotonic clock).
+
+Baseline, in the same run and before the worker starts: the broker round trip alone,
+the same kind of message produced at the same rate to another topic and read by the
+same consumer as the changes (aiokafka, fetch max wait 10 ms) and, at the same time, by
+one configured like the worker's (faust-streaming hard-codes fetch_max_wait_ms=1500). An
+event's way through the worker is two such round trips plus the worker's batch. The
+producer is aiokafka with acks=all and no linger.
+
+``--profile-age-days`` is how long ago the pool's profiles arrived: older than the
+cluster-sample period (7 days) and every order also sends two cluster training samples,
+as most orders of a real account base do, so the models are retrained and republished
+(and every account re-assigned) during the run; 0 measures the worker without that.
+``--worker-fetch-max-wait-ms`` is a what-if: the worker is started through a wrapper that
+patches its consumer's fetch max wait (the worker's code is unchanged).
+
+    .venv/bin/python bench/latency.py [--rate 1000] [--seconds 60] [--profile-age-days 30]
+        [--worker-fetch-max-wait-ms 10]
+
+Uses the embedded broker and Redis unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL are set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from common import (
+    CpuMeter,
+    PreparedState,
+    WorkerProcess,
+    deployment,
+    peak_rss_mib,
+    percentile,
+    prepare,
+    replicated,
+    run_title,
+    write_states,
+)
+from rich.console import Console
+from rich.table import Table
+
+from worker.embedded import create_topics
+from worker.events import AccountProfile
+from worker.features import VOCABULARY, AccountState
+from worker.generator import COUNTRIES, INDUSTRIES, catalogue
+from worker.processing import process_event
+from worker.rules import load_definitions
+from worker.schedule import Schedule
+from worker.settings import Settings
+
+console = Console(width=120)
+TARGET_P99_MS = 250.0
+TARGET_RATE = 1000.0
+#: The consumers of this bench: a fetch returns at the latest after this long.
+FETCH_MAX_WAIT_MS = 10
+#: What faust-streaming hard-codes for the worker's consumer (aiokafka driver).
+WORKER_FETCH_MAX_WAIT_MS = 1500
+ID_FORMAT = "LAT-{:06d}"
+#: ``segworker run`` with the fetch max wait of every aiokafka consumer set to argv[1] ms.
+PATCHED_WORKER = """
+import sys
+import aiokafka
+
+wait = int(sys.argv[1])
+init = aiokafka.AIOKafkaConsumer.__init__
+
+
+def patched(self, *args, **kwargs):
+    kwargs["fetch_max_wait_ms"] = wait
+    init(self, *args, **kwargs)
+
+
+aiokafka.AIOKafkaConsumer.__init__ = patched
+from worker.cli import main
+
+sys.exit(main(["run"]))
+"""
+
+
+# ------------------------------------------------------------------------------- events
+
+
+def prospect_templates(count: int, profile_at: datetime, rng: random.Random) -> list[PreparedState]:
+    """Accounts that received a profile at ``profile_at`` and nothing else, as the worker
+    holds them (value/prospect, program/never_participated, ...)."""
+    definitions = load_definitions(Settings().definitions_path, VOCABULARY)
+    schedule = Schedule(definitions)
+    templates = []
+    for n in range(count):
+        account_id = f"TPL-{n:04d}"
+        profile = AccountProfile(
+            event_id=f"latbench-profile-{n}",
+            occurred_at=profile_at,
+            account_id=account_id,
+            name=f"Latency Bench {n} GmbH",
+            industry=rng.choices(list(INDUSTRIES), weights=list(INDUSTRIES.values()))[0],
+            employees=max(1, round(rng.lognormvariate(3.7, 1.5))),
+            country=rng.choices(list(COUNTRIES), weights=list(COUNTRIES.values()))[0],
+        )
+        state = AccountState(account_id)
+        process_event(state, profile, definitions)
+        state.sampled_day = state.now_day  # the profile sent the account's first sample
+        templates.append(prepare(state, schedule))
+    return templates
+
+
+class Orders:
+    """One-line orders, each for the next pool account, stamped with the current time."""
+
+    def __init__(self, prefix: str, rng: random.Random) -> None:
+        self.prefix = prefix
+        self.rng = rng
+        self.items = [(c, sku, price) for c, items in catalogue().items() for sku, price in items]
+
+    def __call__(self, number: int) -> tuple[str, bytes, bytes]:
+        category, sku, price = self.rng.choice(self.items)
+        quantity = max(1, min(1000, round(self.rng.lognormvariate(4.5, 1.0) / price) or 1))
+        account = ID_FORMAT.format(number)
+        event_id = f"{self.prefix}-{number}"
+        event = {
+            "type": "order_placed",
+            "event_id": event_id,
+            "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "account_id": account,
+            "contact_id": f"{account}-C1",
+            "order_id": f"{event_id}-SO",
+            "currency": "EUR",
+            "total": round(quantity * price, 2),
+            "lines": [
+                {"sku": sku, "category": category, "quantity": quantity, "unit_price": price}
+            ],
+            "channel": "web",
+        }
+        return event_id, account.encode(), json.dumps(event, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Latencies:
+    """Send times by event id and, once seen, each event's latency (seconds)."""
+
+    sent: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, event_id: str, now: float) -> None:
+        sent = self.sent.get(event_id)
+        if sent is not None and event_id not in self.seen:
+            self.seen[event_id] = now - sent
+
+    def summary(self) -> dict[str, float]:
+        # An event never seen counts as infinitely late, so a lost event cannot hide.
+        values = sorted(self.seen.values()) + [float("inf")] * (len(self.sent) - len(self.seen))
+        return {
+            "events": len(self.sent),
+            "seen": len(self.seen),
+            "p50": percentile(values, 50) * 1000,
+            "p95": percentile(values, 95) * 1000,
+            "p99": percentile(values, 99) * 1000,
+            "max": values[-1] * 1000 if values else float("nan"),
+        }
+
+    async def wait_all_seen(self, timeout: float, idle: float = 10.0) -> None:
+        """Until every sent event was seen, nothing new for ``idle`` s, or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last_count, last_change = -1, time.monotonic()
+        while len(self.seen) < len(self.sent) and time.monotonic() < deadline:
+            if len(self.seen) != last_count:
+                last_count, last_change = len(self.seen), time.monotonic()
+            elif time.monotonic() - last_change > idle:
+                return
+            await asyncio.sleep(0.1)
+
+
+def event_id_of(value: bytes) -> str:
+    return str(json.loads(value)["event_id"])
+
+
+def cause_of(value: bytes) -> str:
+    """``cause`` of a SegmentChanged: its last field, found without parsing the JSON."""
+    start = value.rfind(b'"cause":"')
+    if start < 0:
+        return str(json.loads(value)["cause"])
+    start += len(b'"cause":"')
+    return value[start : value.index(b'"', start)].decode()
+
+
+class Reader:
+    """Reads a topic from its current end and hands each record's id (``id_of``) and
+    consume time to ``latencies``; aiokafka, like the worker."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        fetch_max_wait_ms: int,
+        id_of: Callable[[bytes], str],
+        latencies: Latencies,
+    ) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            client_id="latbench-reader",
+        )
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.id_of = id_of
+        self.latencies = latencies
+        self.records = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.assign(self.tps)
+        await self.consumer.seek_to_end(*self.tps)
+        for tp in self.tps:
+            await self.consumer.position(tp)  # resolve "end" now, before anything is sent
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batches.values():
+                self.records += len(records)
+                for record in records:
+                    self.latencies.observe(self.id_of(record.value), now)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.consumer.stop()
+
+
+async def send_steady(
+    producer: AIOKafkaProducer,
+    topic: str,
+    make: Callable[[int], tuple[str, bytes, bytes]],
+    numbers: range,
+    rate: float,
+    latencies: Latencies,
+) -> tuple[float, float]:
+    """Send ``make(n)`` for every n at ``rate``/s (catching up when late); returns the
+    first and the last send time. Returns once the broker acknowledged everything."""
+    pending: list[asyncio.Future[object]] = []
+    first = last = time.perf_counter()
+    for index, number in enumerate(numbers):
+        wait = first + index / rate - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        event_id, key, value = make(number)
+        last = time.perf_counter()
+        latencies.sent[event_id] = last
+        pending.append(await producer.send(topic, value, key=key))
+        if len(pending) >= 1000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    return first, last
+
+
+def new_producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0, client_id="latbench"
+    )
+
+
+# ------------------------------------------------------------------------------- phases
+
+
+async def baseline(settings: Settings, rate: float, seconds: float) -> dict[str, dict[str, float]]:
+    """Broker round trip of order-like messages on a topic of their own, no worker."""
+    assert settings.kafka_bootstrap_servers
+    bootstrap = settings.kafka_bootstrap_servers
+    topic = f"{settings.app_id}-baseline"
+    create_topics(bootstrap, {topic: settings.partitions})
+    fast = Latencies()
+    worker_like = Latencies(sent=fast.sent)
+    readers = [
+        Reader(bootstrap, topic, settings.partitions, FETCH_MAX_WAIT_MS, event_id_of, fast),
+        Reader(
+            bootstrap,
+            topic,
+            settings.partitions,
+            WORKER_FETCH_MAX_WAIT_MS,
+            event_id_of,
+            worker_like,
+        ),
+    ]
+    producer = new_producer(bootstrap)
+    await producer.start()
+    try:
+        for reader in readers:
+            await reader.start()
+        numbers = range(1, int(rate * seconds) + 1)
+        orders = Orders("baseline", random.Random(1))
+        first, last = await send_steady(producer, topic, orders, numbers, rate, fast)
+        await fast.wait_all_seen(30, idle=5)
+        await worker_like.wait_all_seen(30, idle=5)
+    finally:
+        for reader in readers:
+            await reader.stop()
+        await producer.stop()
+    achieved = len(fast.sent) / (last - first) if last > first else float("nan")
+    return {
+        f"broker round trip, fetch max wait {FETCH_MAX_WAIT_MS} ms (as this bench reads)": {
+            **fast.summary(),
+            "rate": achieved,
+        },
+        f"broker round trip, fetch max wait {WORKER_FETCH_MAX_WAIT_MS} ms (as the worker reads)": {
+            **worker_like.summary(),
+            "rate": achieved,
+        },
+    }
+
+
+@dataclass
+class WorkerRun:
+    summary: dict[str, float]
+    latencies: Latencies
+    start: float
+    cpu: str
+    info: dict[str, float]
+
+
+async def measure_worker(
+    settings: Settings, args: argparse.Namespace, worker: WorkerProcess
+) -> WorkerRun:
+    """Wait until the worker answers, warm it up at the rate, then measure."""
+    assert settings.kafka_bootstrap_servers
+    bootstrap = settings.kafka_bootstrap_servers
+    latencies = Latencies()
+    reader = Reader(
+        bootstrap,
+        settings.topic_segment_changes,
+        settings.partitions,
+        FETCH_MAX_WAIT_MS,
+        cause_of,
+        latencies,
+    )
+    producer = new_producer(bootstrap)
+    await producer.start()
+    await reader.start()
+    try:
+        warm = Orders("warm", random.Random(3))
+        number, deadline = 1, time.monotonic() + 120
+        while not latencies.seen:  # the worker joined its group and answers
+            worker.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no segment change after 120s; see {worker.log_path}")
+            await send_steady(
+                producer, settings.topic_orders, warm, range(number, number + 1), 1, latencies
+            )
+            number += 1
+            await asyncio.sleep(0.2)
+        warm_until = number + int(args.rate * args.warmup_seconds)
+        await send_steady(
+            producer, settings.topic_orders, warm, range(number, warm_until), args.rate, Latencies()
+        )
+        latencies.sent.clear()
+        latencies.seen.clear()
+        meter = CpuMeter()
+        first, last = await send_steady(
+            producer,
+            settings.topic_orders,
+            Orders("lat", random.Random(2)),
+            range(warm_until, warm_until + int(args.rate * args.seconds)),
+            args.rate,
+            latencies,
+        )
+        cpu = meter.line({worker.pid: "worker"})
+        await latencies.wait_all_seen(args.drain)
+    finally:
+        await reader.stop()
+        await producer.stop()
+    achieved = len(latencies.sent) / (last - first) if last > first else float("nan")
+    worker.check_alive()
+    metrics = worker.metrics()
+    info = {
+        "rss": peak_rss_mib(worker.pid),
+        "records": reader.records,
+        "batches": metrics.get("segworker_batch_seconds_count", 0.0),
+        "batch_seconds": metrics.get("segworker_batch_seconds_sum", 0.0),
+        "applied": sum(v for k, v in metrics.items() if k.startswith("segworker_events_total")),
+    }
+    return WorkerRun({**latencies.summary(), "rate": achieved}, latencies, first, cpu, info)
+
+
+# -------------------------------------------------------------------------------- report
+
+
+def timeline(latencies: Latencies, start: float, window: float) -> Table:
+    table = Table(title=f"worker latency per {window:.0f} s of the run (by send time)")
+    for column in ("from s", "events", "p50 ms", "p99 ms", "max ms", "not seen"):
+        table.add_column(column, justify="right")
+    buckets: dict[int, list[str]] = {}
+    for event_id, sent in latencies.sent.items():
+        buckets.setdefault(int((sent - start) // window), []).append(event_id)
+    for index in sorted(buckets):
+        ids = buckets[index]
+        values = sorted(latencies.seen[i] * 1000 for i in ids if i in latencies.seen)
+        missing = len(ids) - len(values)
+        values += [float("inf")] * missing
+        table.add_row(
+            f"{index * window:.0f}",
+            str(len(ids)),
+            f"{percentile(values, 50):,.0f}",
+            f"{percentile(values, 99):,.0f}",
+            f"{values[-1]:,.0f}",
+            str(missing),
+        )
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=TARGET_RATE, help="events per second")
+    parser.add_argument("--seconds", type=float, default=60, help="measured phase")
+    parser.add_argument("--baseline-seconds", type=float, default=15)
+    parser.add_argument("--warmup-seconds", type=float, default=5, help="at the rate, unmeasured")
+    parser.add_argument("--drain", type=float, default=60, help="max wait for the last changes")
+    parser.add_argument(
+        "--profile-age-days",
+        type=float,
+        default=30,
+        help="age of the pool's profiles; >= 7 makes each order send cluster samples",
+    )
+    parser.add_argument(
+        "--worker-fetch-max-wait-ms",
+        type=int,
+        default=None,
+        help="what-if: start the worker with its consumer's fetch max wait patched to this "
+        f"(faust-streaming hard-codes {WORKER_FETCH_MAX_WAIT_MS})",
+    )
+    args = parser.parse_args()
+    started = time.monotonic()
+
+    pool = int(args.rate * (args.seconds + args.warmup_seconds)) + 2000
+    profile_at = datetime.now(UTC) - timedelta(days=args.profile_age_days)
+    templates = prospect_templates(500, profile_at, random.Random(5))
+    command = None
+    worker_name = "full worker: order -> first SegmentChanged"
+    if args.worker_fetch_max_wait_ms is not None:
+        command = [sys.executable, "-c", PATCHED_WORKER, str(args.worker_fetch_max_wait_ms)]
+        worker_name += f" (fetch max wait patched to {args.worker_fetch_max_wait_ms} ms)"
+    with deployment("latbench") as settings:
+        assert settings.redis_url
+        written = write_states(
+            settings.redis_url,
+            settings.redis_key_prefix,
+            replicated(templates, pool + 1, ID_FORMAT),
+        )
+        console.print(
+            f"{written:,} prospect accounts in Redis; baseline for {args.baseline_seconds:.0f}s"
+        )
+        rows = asyncio.run(baseline(settings, args.rate, args.baseline_seconds))
+        with WorkerProcess(settings, "latency", command) as worker:
+            run = asyncio.run(measure_worker(settings, args, worker))
+        rows[worker_name] = result = run.summary
+        info = run.info
+
+    table = Table(
+        title=run_title(
+            f"end-to-end latency at {args.rate:,.0f} events/s, {args.seconds:.0f} s "
+            f"(baseline {args.baseline_seconds:.0f} s), profiles {args.profile_age_days:g} days old"
+        )
+    )
+    for column in (
+        "path",
+        "events",
+        "events/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "not seen",
+    ):
+        table.add_column(column, justify="right")
+    for name, row in rows.items():
+        table.add_row(
+            name,
+            f"{row['events']:,.0f}",
+            f"{row['rate']:,.0f}",
+            f"{row['p50']:,.1f}",
+            f"{row['p95']:,.1f}",
+            f"{row['p99']:,.1f}",
+            f"{row['max']:,.1f}",
+            f"{row['events'] - row['seen']:,.0f}",
+        )
+    console.print(table)
+    console.print(timeline(run.latencies, run.start, 10))
+    batches = info["batches"] or float("nan")
+    console.print(
+        f"worker: {info['applied']:,.0f} events applied in {info['batches']:,.0f} batches "
+        f"(mean {info['applied'] / batches:,.0f} events, "
+        f"{info['batch_seconds'] / batches * 1000:,.0f} ms per batch), "
+        f"peak RSS {info['rss']:.0f} MiB; {info['records']:,} changes read"
+    )
+    console.print(f"CPU while producing (share of one core; 2 cores in all): {run.cpu}")
+    met = result["p99"] <= TARGET_P99_MS and result["rate"] >= 0.98 * TARGET_RATE
+    console.print(
+        f"target p99 <= {TARGET_P99_MS:.0f} ms at {TARGET_RATE:,.0f} events/s: "
+        f"[bold]{'met' if met else 'NOT met'}[/bold] (p99 {result['p99']:,.0f} ms at "
+        f"{result['rate']:,.0f} events/s); run {time.monotonic() - started:.0f}s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
