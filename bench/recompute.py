@@ -149,12 +149,11 @@ def main() -> int:
         f"folded {history.events:,} events of {len(templates):,} accounts x {args.days} days "
         f"in {history.seconds:.1f}s"
     )
-    path, change = changed_definitions(
-        settings0.definitions_path,
-        Path(tempfile.mkdtemp(prefix="segworker-recompute-")),
-        args.segment,
-    )
-    changed = load_definitions(path, VOCABULARY)
+    with tempfile.TemporaryDirectory(prefix="segworker-recompute-") as directory:
+        path, change = changed_definitions(
+            settings0.definitions_path, Path(directory), args.segment
+        )
+        changed = load_definitions(path, VOCABULARY)
     changed_family = change.split("/")[0]
 
     rows: list[tuple[str, int, float, int | None]] = []

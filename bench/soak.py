@@ -199,11 +199,13 @@ def main() -> int:
         client = redis.Redis.from_url(settings.redis_url)
         keys = StateStore(client, settings.redis_key_prefix)  # type: ignore[arg-type]
         trivial_group = "soakbench-trivial"
-        traces = Path(tempfile.mkdtemp(prefix="segworker-soak-traces-"))
-        command = [sys.executable, "-c", TRACED_WORKER, str(traces)]
+        traces = command = None
+        if args.trace_allocations:
+            traces = Path(tempfile.mkdtemp(prefix="segworker-soak-traces-"))
+            command = [sys.executable, "-c", TRACED_WORKER, str(traces)]
         snapshots: list[Path] = []
         with (
-            WorkerProcess(settings, "soak", command if args.trace_allocations else None) as worker,
+            WorkerProcess(settings, "soak", command) as worker,
             WorkerProcess(
                 settings,
                 "trivial",
@@ -235,7 +237,7 @@ def main() -> int:
                     )
                     if not producer.is_alive():
                         break
-                    if args.trace_allocations and not snapshots and samples[-1].at >= args.warmup:
+                    if traces and not snapshots and samples[-1].at >= args.warmup:
                         snapshots.append(request_snapshot(traces, "warm"))
                     time.sleep(args.interval - (time.monotonic() - producing) % args.interval)
                 cpu = meter.line({worker.pid: "worker", trivial.pid: "trivial agent"})
@@ -255,7 +257,7 @@ def main() -> int:
                     produced,
                     progress.committed(),
                 )
-                if snapshots:
+                if traces and snapshots:
                     snapshots.append(request_snapshot(traces, "end"))
                 outbox = client.hlen(keys.outbox_key), client.zcard(keys.outbox_written_key)
                 accounts = sum(1 for _ in client.scan_iter(keys.account_key_pattern, count=1000))
@@ -323,9 +325,15 @@ def main() -> int:
     console.print(f"worker {caught}; trivial agent committed {trivial_done:,} of {produced:,}")
     console.print(f"CPU while producing (share of one core; 2 cores in all): {cpu}")
     worker_slope = slope([(s.at, s.worker_mib) for s in steady])
-    flat = worker_slope <= FLAT_MIB_PER_MINUTE
+    verdict = (
+        "too few samples after the warm-up"
+        if not math.isfinite(worker_slope)
+        else "flat"
+        if worker_slope <= FLAT_MIB_PER_MINUTE
+        else "GROWING"
+    )
     console.print(
-        f"worker memory after the warm-up: [bold]{'flat' if flat else 'GROWING'}[/bold] "
+        f"worker memory after the warm-up: [bold]{verdict}[/bold] "
         f"({worker_slope:+.2f} MiB/min; flat means <= {FLAT_MIB_PER_MINUTE} MiB/min); "
         f"run {time.monotonic() - started:.0f}s"
     )

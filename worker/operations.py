@@ -123,7 +123,12 @@ async def recompute(
     the report says who would enter and leave.
     """
     redis = aioredis.Redis.from_url(settings.redis_url)
-    store = StateStore(redis, settings.redis_key_prefix)
+    store = StateStore(
+        redis,
+        settings.redis_key_prefix,
+        [c.family for c in clusterings(settings)],
+        settings.cluster_margin,
+    )
     report = RecomputeReport()
     cause = f"recompute:{definitions.version}"
     try:

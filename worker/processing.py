@@ -103,7 +103,7 @@ def _assign_cluster(
     distances = snapshot.distances(view)
     new_id = clustering.assign(view, snapshot, old_id, margin)
     values = {**raw_sample(view, snapshot.spec), "distance": round(distances[new_id], 4)}
-    description = clustering.describe(snapshot).get(new_id, "")
+    description = _descriptions(snapshot).get(new_id, "")
     target = Match(
         new_id,
         f"nearest centroid of {snapshot.spec.name} model v{snapshot.version}: {description}",

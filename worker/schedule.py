@@ -105,8 +105,13 @@ def _role_edges(state: AccountState) -> list[int]:
 def _category_edges(state: AccountState) -> list[int]:
     if not state.categories:
         return []
-    oldest = min(int(bucket) for bucket in state.categories)
-    return [(oldest + 1) * CATEGORY_BUCKET_DAYS + HORIZON_DAYS]
+    # category_shares drops bucket b from day 30*b + 365 on: the next such day is due
+    today = state.now_day
+    leaving = [
+        int(bucket) * CATEGORY_BUCKET_DAYS + HORIZON_DAYS for bucket in state.categories
+    ]
+    future = [day for day in leaving if day > today]
+    return [min(future)] if future else []
 
 
 def constants_compared_with(definitions: Definitions, feature: str) -> tuple[int, ...]:
