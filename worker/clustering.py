@@ -743,6 +743,7 @@ def assign(
     snapshot: ClusterSnapshot,
     current_cluster_id: str | None,
     margin: float = 0.1,
+    distances: Mapping[str, float] | None = None,
 ) -> str:
     """The account's cluster, keeping ``current_cluster_id`` unless another is clearly closer.
 
@@ -757,7 +758,8 @@ def assign(
     >>> [assign(middle, snapshot, current) for current in ("c1", "c2", None, "c9")]
     ['c1', 'c2', 'c2', 'c2']
     """
-    distances = snapshot.distances(features)
+    if distances is None:  # a caller that needs them too passes them in
+        distances = snapshot.distances(features)
     nearest = min(distances, key=distances.__getitem__)
     current = distances.get(current_cluster_id) if current_cluster_id is not None else None
     if current is None or distances[nearest] < (1.0 - margin) * current:

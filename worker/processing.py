@@ -101,7 +101,7 @@ def _assign_cluster(
 ) -> tuple[dict[str, membership.Membership], list[SegmentChanged]]:
     old_id = next(iter(current), None)
     distances = snapshot.distances(view)
-    new_id = clustering.assign(view, snapshot, old_id, margin)
+    new_id = clustering.assign(view, snapshot, old_id, margin, distances)
     values = {**raw_sample(view, snapshot.spec), "distance": round(distances[new_id], 4)}
     description = _descriptions(snapshot).get(new_id, "")
     target = Match(
