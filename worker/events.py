@@ -253,7 +253,7 @@ INPUT_EVENT_TYPES: tuple[type[InputEvent], ...] = (
     AccountProfile,
     AccountErased,
 )
-_INPUT_ADAPTER: TypeAdapter[AnyInputEvent] = TypeAdapter(AnyInputEvent)  # type: ignore[arg-type]
+_INPUT_ADAPTER: TypeAdapter[AnyInputEvent] = TypeAdapter(AnyInputEvent)  # type: ignore[arg-type,unused-ignore]
 
 
 def decode_input(raw: bytes | str) -> AnyInputEvent:

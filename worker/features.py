@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -149,6 +149,9 @@ class AccountState:
     imported_until: float = 0.0
     sampled_day: int | None = None
     memberships: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: ``[definitions fingerprint, next due time]`` of the last full evaluation, cleared
+    #: by every applied event until it is evaluated (see ``worker.impact``)
+    evaluated: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -186,6 +189,7 @@ def apply(
         return False
 
     _APPLIERS[type(event)](state, event)
+    state.evaluated = []
     day = day_of(event.occurred_at)
     moment = event.occurred_at.timestamp()
     state.clock = max(state.clock, moment)
@@ -312,6 +316,19 @@ def _apply_profile(state: AccountState, event: AccountProfile) -> None:
     }
 
 
+#: The state attributes each event type's applier may change (besides the bookkeeping
+#: of ``apply``: clock, offsets, recent ids, import watermark, pruning of expired rows,
+#: none of which changes a feature at a given day).
+TOUCHES: dict[type, frozenset[str]] = {
+    OrderPlaced: frozenset(
+        {"orders", "categories", "first_order_day", "last_order_day", "roles", "last_activity_day"}
+    ),
+    OrderReturned: frozenset({"orders", "categories", "last_activity_day"}),
+    CampaignInteraction: frozenset({"campaigns", "unsubscribed", "roles", "last_activity_day"}),
+    LoyaltyPoints: frozenset({"points", "points_balance", "tier", "last_activity_day"}),
+    AccountProfile: frozenset({"profile"}),
+}
+
 _APPLIERS: dict[type, Callable[[AccountState, Any], None]] = {
     OrderPlaced: _apply_order,
     OrderReturned: _apply_return,
@@ -345,26 +362,29 @@ def _window_sums(rows: list[list[Any]], now_day: int, column: int, days: int) ->
     return total
 
 
-class FeatureView(Mapping[str, Any]):
+class FeatureView(dict[str, Any]):
     """The feature catalogue of one account at day ``now_day``, computed on demand.
 
-    Values are cached, so a feature read by several rules is computed once.
-    ``share.<category>`` reads the category's share of trailing-year spend.
+    A dict of the features computed so far: a rule reads a cached value at C speed
+    and only a miss computes it. The windows of one column (``revenue_30d`` ...
+    ``revenue_365d``) are summed in one pass. ``share.<category>`` reads the
+    category's share of trailing-year spend. Iterate over :data:`FEATURES` (and
+    :data:`GLOBAL_FEATURES`) to read the whole catalogue.
     """
 
-    __slots__ = ("_cache", "globals", "now_day", "state")
+    __slots__ = ("globals", "now_day", "state")
 
     def __init__(self, state: AccountState, now_day: int, globals: Globals = NO_GLOBALS) -> None:
+        super().__init__()
         self.state = state
         self.now_day = now_day
         self.globals = globals
-        self._cache: dict[str, Any] = {}
 
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
+    def __missing__(self, name: str) -> Any:
+        window = WINDOWED.get(name)
+        if window is not None:
+            self._sum_windows(window.attribute, window.column)
+            return dict.__getitem__(self, name)
         compute = FEATURES.get(name)
         if compute is not None:
             value = compute.compute(self.state, self.now_day)
@@ -374,31 +394,44 @@ class FeatureView(Mapping[str, Any]):
             value = self._shares().get(name[6:], 0.0)
         else:
             raise KeyError(name)
-        self._cache[name] = value
+        self[name] = value
         return value
 
     def get(self, name: str, default: Any = None) -> Any:
-        # Mapping.get goes through __getitem__ and an exception; rules call this per read.
-        cached = self._cache.get(name, _MISSING)
-        if cached is not _MISSING:
-            return cached
+        # dict.get would skip __missing__; rules read every feature through here.
         try:
             return self[name]
         except KeyError:
             return default
 
+    def _sum_windows(self, attribute: str, column: int) -> None:
+        """Every catalogued window of one column, from one newest-first pass over its rows.
+
+        Each window's sum adds the same rows in the same order as a pass of its own
+        would, so the values are identical to summing each window separately.
+        """
+        windows = WINDOWS_OF[(attribute, column)]  # (days, name), shortest first
+        rows = getattr(self.state, attribute)
+        now_day = self.now_day
+        total = 0.0
+        index = 0
+        for row in reversed(rows):
+            age = now_day - row[0]
+            while index < len(windows) and age >= windows[index][0]:
+                self[windows[index][1]] = round(total, 2)
+                index += 1
+            if index == len(windows):
+                return
+            if age >= 0:
+                total += row[column]
+        for _days, name in windows[index:]:
+            self[name] = round(total, 2)
+
     def _shares(self) -> dict[str, float]:
-        shares = self._cache.get("share.*")
+        shares = dict.get(self, "share.*")
         if shares is None:
-            shares = self._cache["share.*"] = category_shares(self.state, self.now_day)
+            shares = self["share.*"] = category_shares(self.state, self.now_day)
         return shares
-
-    def __iter__(self) -> Iterator[str]:
-        yield from FEATURES
-        yield from GLOBAL_FEATURES
-
-    def __len__(self) -> int:
-        return len(FEATURES) + len(GLOBAL_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -409,14 +442,26 @@ class Feature:
     description: str
     compute: Callable[[AccountState, int], Any]
 
+    @property
+    def window(self) -> Window | None:
+        return self.compute if isinstance(self.compute, Window) else None
 
-def _windowed(
-    rows_of: Callable[[AccountState], list[list[Any]]], column: int, days: int
-) -> Callable:
-    def compute(state: AccountState, now_day: int) -> float:
-        return round(_window_sums(rows_of(state), now_day, column, days), 2)
 
-    return compute
+@dataclass(frozen=True)
+class Window:
+    """A windowed sum: column ``column`` of the per-day rows ``attribute``, last ``days``."""
+
+    attribute: str
+    column: int
+    days: int
+
+    def __call__(self, state: AccountState, now_day: int) -> float:
+        rows = getattr(state, self.attribute)
+        return round(_window_sums(rows, now_day, self.column, self.days), 2)
+
+
+def _windowed(attribute: str, column: int, days: int) -> Window:
+    return Window(attribute, column, days)
 
 
 def _ratio(numerator: str, denominator: str) -> Callable[[AccountState, int], float | None]:
@@ -485,9 +530,7 @@ def _role_engaged(role: str, days: int, column: int) -> Callable[[AccountState, 
 
 
 def _catalogue() -> dict[str, Feature]:
-    orders = lambda s: s.orders  # noqa: E731
-    points = lambda s: s.points  # noqa: E731
-    campaigns = lambda s: s.campaigns  # noqa: E731
+    orders, points, campaigns = "orders", "points", "campaigns"
     features: dict[str, Feature] = {}
     for days in WINDOWS:
         features[f"revenue_{days}d"] = Feature(
@@ -594,6 +637,16 @@ def _catalogue() -> dict[str, Feature]:
 
 #: The feature catalogue: name -> kind, description and how it is computed.
 FEATURES: dict[str, Feature] = _catalogue()
+#: The windowed features, and per (rows, column) their windows shortest first.
+WINDOWED: dict[str, Window] = {
+    name: window for name, feature in FEATURES.items() if (window := feature.window) is not None
+}
+WINDOWS_OF: dict[tuple[str, int], list[tuple[int, str]]] = {}
+for _name, _window in WINDOWED.items():
+    WINDOWS_OF.setdefault((_window.attribute, _window.column), []).append((_window.days, _name))
+for _windows in WINDOWS_OF.values():
+    _windows.sort()
+del _name, _window, _windows
 
 
 @dataclass(frozen=True)
@@ -640,6 +693,50 @@ GLOBAL_FEATURES: dict[str, GlobalFeature] = {
     ),
 }
 
+
+#: Input of the features that also depend on the shared ``Globals``.
+GLOBAL_INPUT = "globals"
+#: Input of the features that change every day in a way no due time predicts.
+DAILY_INPUT = "daily"
+
+
+def _inputs() -> dict[str, frozenset[str]]:
+    inputs: dict[str, frozenset[str]] = {
+        name: frozenset({window.attribute}) for name, window in WINDOWED.items()
+    }
+    inputs.update(
+        {
+            "revenue_prev_90d": frozenset({"orders"}),
+            "momentum_90d": frozenset({"orders"}),
+            "aov_365d": frozenset({"orders"}),
+            "recency_days": frozenset({"last_order_day"}),
+            "tenure_days": frozenset({"first_order_day"}),
+            "days_since_activity": frozenset({"last_activity_day"}),
+            "response_rate_365d": frozenset({"campaigns"}),
+            "campaign_acceptances_365d": frozenset({"campaigns"}),
+            "points_balance": frozenset({"points_balance"}),
+            "tier": frozenset({"tier"}),
+            "is_member": frozenset({"points", "tier", "points_balance"}),
+            "unsubscribed": frozenset({"unsubscribed"}),
+            "top_category": frozenset({"categories"}),
+            **{key: frozenset({"profile"}) for key in _PROFILE_FEATURES},
+            **{f"{role}_engaged_30d": frozenset({"roles"}) for role in ROLES},
+            **{f"{role}_accepted_90d": frozenset({"roles"}) for role in ROLES},
+            "value_a_min": frozenset({GLOBAL_INPUT}),
+            "value_b_min": frozenset({GLOBAL_INPUT}),
+            "abc_class": frozenset({"orders", GLOBAL_INPUT}),
+            # grows with tenure and recency every day; the schedule has no due time for it
+            "clv_estimate": frozenset({"orders", "first_order_day", "last_order_day", DAILY_INPUT}),
+        }
+    )
+    return inputs
+
+
+_PROFILE_FEATURES = ("industry", "employees", "size_class", "country", "region")
+#: What each feature reads: state attributes, or GLOBAL_INPUT / DAILY_INPUT.
+FEATURE_INPUTS: dict[str, frozenset[str]] = _inputs()
+#: What each condition-language function reads.
+FUNCTION_INPUTS: dict[str, frozenset[str]] = {"share": frozenset({"categories"})}
 
 _CATEGORY = re.compile(r"[a-z0-9_]{1,64}")
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from worker import clustering, features, membership
 from worker.clustering import ClusterSnapshot
 from worker.events import AccountErased, AnyInputEvent, SegmentChanged
 from worker.features import NO_GLOBALS, AccountState, FeatureView, Globals
+from worker.impact import Impact
 from worker.rules import Definitions, Match, evaluate_family
 
 
@@ -27,12 +27,15 @@ def evaluate(
     globals: Globals = NO_GLOBALS,
     at: float | None = None,
     only: Container[str] | None = None,
+    skip: Container[str] = (),
 ) -> list[SegmentChanged]:
     """Re-evaluate every family for ``state`` at its stream time; update its memberships.
 
     ``at`` (epoch seconds) moves the account's clock forward first: a time sweep or a
     threshold change evaluates the account at the global stream time. ``only`` limits
-    the evaluation to some families (a new cluster model re-assigns its family only).
+    the evaluation to some families (a new cluster model re-assigns its family only);
+    families in ``skip`` keep their memberships (``worker.impact`` knows they cannot
+    have changed).
     Returns the changes, in family order (exits before entries within a family).
     """
     if at is not None:
@@ -49,7 +52,7 @@ def evaluate(
     family_changes: list[SegmentChanged]
     for family in definitions.families:
         current = state.memberships.get(family.id, {})
-        if only is not None and family.id not in only:
+        if family.id in skip or (only is not None and family.id not in only):
             kept, family_changes = dict(current), []
         else:
             kept, family_changes = membership.diff_family(
@@ -86,9 +89,23 @@ def raw_sample(view: FeatureView, spec: clustering.FeatureSpec) -> dict[str, Any
     return {name: view[name] for name in spec.names}
 
 
-@lru_cache(maxsize=32)
+_DESCRIPTIONS: dict[int, tuple[ClusterSnapshot, dict[str, str]]] = {}
+
+
 def _descriptions(snapshot: ClusterSnapshot) -> dict[str, str]:
-    return clustering.describe(snapshot)
+    """The clusters' descriptions, once per snapshot object.
+
+    Keyed by identity: hashing a snapshot (a deep frozen dataclass) on every
+    assignment cost more than the assignment itself.
+    """
+    cached = _DESCRIPTIONS.get(id(snapshot))
+    if cached is not None and cached[0] is snapshot:
+        return cached[1]
+    if len(_DESCRIPTIONS) >= 32:
+        _DESCRIPTIONS.clear()
+    descriptions = clustering.describe(snapshot)
+    _DESCRIPTIONS[id(snapshot)] = (snapshot, descriptions)
+    return descriptions
 
 
 def _assign_cluster(
@@ -124,14 +141,17 @@ def process_event(
     definitions: Definitions,
     position: tuple[str, int] | None = None,
     globals: Globals = NO_GLOBALS,
+    impact: Impact | None = None,
 ) -> list[SegmentChanged] | None:
     """Apply ``event`` to ``state`` and return the membership changes it causes.
 
     Returns None when the event was already applied (a redelivery or duplicate).
+    With ``impact``, families the event cannot change are not evaluated again.
     """
+    skip = impact.unaffected(state, event) if impact is not None else frozenset()
     if not features.apply(state, event, position):
         return None
-    return evaluate(state, definitions, cause=event.event_id, globals=globals)
+    return evaluate(state, definitions, cause=event.event_id, globals=globals, skip=skip)
 
 
 def erase(state: AccountState, event: AccountErased) -> list[SegmentChanged]:

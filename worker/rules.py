@@ -192,13 +192,15 @@ class Condition:
     """A compiled condition; immutable and safe to share between threads.
 
     ``names`` holds the feature names the condition reads directly (not those a function
-    reads on its own). Build it with :func:`compile_condition`.
+    reads on its own) and ``functions`` the functions it calls. Build it with
+    :func:`compile_condition`.
     """
 
     source: str
     names: frozenset[str]
     _evaluator: _Evaluator = field(repr=False, compare=False)
     _explained: tuple[tuple[str, _Evaluator], ...] = field(repr=False, compare=False)
+    functions: frozenset[str] = frozenset()
 
     def evaluate(self, features: Features) -> bool:
         """Whether ``features`` satisfy the condition; unknown (``None``) counts as False.
@@ -548,6 +550,7 @@ class _Compiler:
         self._shift = len(flat) - len(self._text)  # the parser rejects leading blanks
         self._text_bytes = self._text.encode("utf-8")  # AST offsets count UTF-8 bytes
         self._names: dict[str, None] = {}  # dict for first-seen order
+        self._functions: set[str] = set()
         self._explained: dict[str, _Evaluator] = {}
         self._depth = 0
         self._handlers: dict[type[ast.AST], Callable[[Any], _Node]] = {
@@ -576,6 +579,7 @@ class _Compiler:
             names=frozenset(self._names),
             _evaluator=root.evaluate,
             _explained=tuple(self._explained.items()),
+            functions=frozenset(self._functions),
         )
 
     # -- parsing and positions ---------------------------------------------------------
@@ -872,6 +876,7 @@ class _Compiler:
                     f"but {self._show(argument)} is {_KIND_LABELS[argument.kind]}",
                 )
         evaluator = _call(function.impl, arguments)
+        self._functions.add(name)
         label = f"{name}({', '.join(self._show(argument) for argument in arguments)})"
         self._explained.setdefault(label, evaluator)
         return _Node(evaluator, function.result_kind, syntax)
@@ -1319,13 +1324,54 @@ class _UniqueKeySafeLoader(yaml.SafeLoader):
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Match:
-    """A segment an account matched, with the rule and the values that made it match."""
+    """A segment an account matched, with the rule and the values that made it match.
 
-    segment_id: str
-    rule: str
-    values: dict[str, Any]
+    ``values`` may be left to be explained on first use from ``condition`` and
+    ``features``: most matches only confirm a membership and never need them.
+    """
+
+    __slots__ = ("_condition", "_features", "_values", "rule", "segment_id")
+
+    def __init__(
+        self,
+        segment_id: str,
+        rule: str,
+        values: dict[str, Any] | None = None,
+        *,
+        condition: Condition | None = None,
+        features: Features | None = None,
+    ) -> None:
+        self.segment_id = segment_id
+        self.rule = rule
+        self._values = values
+        self._condition = condition
+        self._features = features
+
+    @property
+    def values(self) -> dict[str, Any]:
+        if self._values is None:
+            explained = (
+                self._condition.explain(self._features)
+                if self._condition is not None and self._features is not None
+                else {}
+            )
+            self._values, self._condition, self._features = explained, None, None
+        return self._values
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Match):
+            return NotImplemented
+        return (self.segment_id, self.rule, self.values) == (
+            other.segment_id,
+            other.rule,
+            other.values,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Match(segment_id={self.segment_id!r}, rule={self.rule!r}, values={self.values!r})"
 
     def reason(self) -> str:
         """The rule followed by the values it looked at.
@@ -1366,7 +1412,7 @@ def evaluate_family(family: FamilyDefinition, features: Features) -> list[Match]
     for segment in family.segments:
         condition = segment.condition
         if condition.evaluate(features):
-            matches.append(Match(segment.id, segment.when, condition.explain(features)))
+            matches.append(Match(segment.id, segment.when, condition=condition, features=features))
             if family.exclusive:
                 break
     return matches

@@ -1,0 +1,108 @@
+"""Which segment families an event can change, so that the others are not re-evaluated.
+
+Pure. A family's outcome depends on the features its conditions read, the time it is
+evaluated at and its held memberships. Between two evaluations of an account, time
+alone changes none of its memberships before its due time (see ``worker.schedule``;
+``tests/unit/test_membership.py`` checks this against daily evaluation). So when an event
+arrives before the due time recorded at the account's last full evaluation, a family
+whose features read none of the state the event changes ends exactly as it is, and
+evaluating it would only cost time.
+
+Always evaluated: families that read the shared cut-offs (they move between events),
+features that change daily with no due time (``clv_estimate``), cluster families,
+and every family of an account whose last evaluation used other definitions.
+
+Examples
+--------
+>>> from datetime import UTC, datetime
+>>> from worker.events import CampaignInteraction
+>>> from worker.features import VOCABULARY, AccountState
+>>> from worker.rules import load_definitions
+>>> definitions = load_definitions('''
+... version: "1"
+... families:
+...   program:
+...     exclusive: false
+...     segments: [{id: active, when: points_earned_90d > 0}]
+...   engagement:
+...     exclusive: false
+...     segments: [{id: engaged, when: campaigns_opened_90d > 0}]
+... ''', VOCABULARY)
+>>> impact = Impact(definitions)
+>>> state = AccountState("ACME", clock=datetime(2026, 3, 1, tzinfo=UTC).timestamp())
+>>> impact.mark(state, due=datetime(2026, 3, 20, tzinfo=UTC).timestamp())
+>>> opened = CampaignInteraction(event_id="e1", account_id="ACME", kind="opened",
+...     campaign_id="c1", occurred_at=datetime(2026, 3, 10, tzinfo=UTC))
+>>> sorted(impact.unaffected(state, opened))
+['program']
+>>> impact.mark(state, due=datetime(2026, 3, 5, tzinfo=UTC).timestamp())  # due before it
+>>> sorted(impact.unaffected(state, opened))
+[]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from worker.events import AnyInputEvent
+from worker.features import (
+    DAILY_INPUT,
+    FEATURE_INPUTS,
+    FUNCTION_INPUTS,
+    GLOBAL_INPUT,
+    TOUCHES,
+    AccountState,
+)
+from worker.rules import Definitions, FamilyDefinition
+
+_ALWAYS = frozenset({GLOBAL_INPUT, DAILY_INPUT})
+
+
+def family_inputs(family: FamilyDefinition) -> frozenset[str]:
+    """Everything the family's conditions read: state attributes, globals, daily drift."""
+    inputs: set[str] = set()
+    for segment in family.segments:
+        for name in segment.condition.names:
+            inputs |= FEATURE_INPUTS[name]
+        for function in segment.condition.functions:
+            inputs |= FUNCTION_INPUTS[function]
+    return frozenset(inputs)
+
+
+def fingerprint(definitions: Definitions) -> str:
+    """A short digest of the definitions' content (not only their declared version)."""
+    text = definitions.model_dump_json(exclude={"version"})
+    return hashlib.sha256(f"{definitions.version}\x1f{text}".encode()).hexdigest()[:12]
+
+
+class Impact:
+    """Decides, per event, which families keep their memberships without evaluation."""
+
+    def __init__(self, definitions: Definitions) -> None:
+        self.fingerprint = fingerprint(definitions)
+        self.inputs = {family.id: family_inputs(family) for family in definitions.families}
+        self._unaffected = {
+            event_type: frozenset(
+                family
+                for family, inputs in self.inputs.items()
+                if not inputs & touched and not inputs & _ALWAYS
+            )
+            for event_type, touched in TOUCHES.items()
+        }
+
+    def mark(self, state: AccountState, due: float | None) -> None:
+        """Record that every family of ``state`` was just evaluated; ``due``: its next due time."""
+        state.evaluated = [self.fingerprint, due]
+
+    def is_marked(self, state: AccountState) -> bool:
+        return bool(state.evaluated) and state.evaluated[0] == self.fingerprint
+
+    def unaffected(self, state: AccountState, event: AnyInputEvent) -> frozenset[str]:
+        """Families ``event`` cannot change; ask before applying it to ``state``."""
+        if not self.is_marked(state):
+            return frozenset()
+        due: Any = state.evaluated[1]
+        if due is not None and max(state.clock, event.occurred_at.timestamp()) >= due:
+            return frozenset()
+        return self._unaffected.get(type(event), frozenset())
