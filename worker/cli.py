@@ -151,10 +151,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from worker.features import VOCABULARY
     from worker.operations import explain
+    from worker.rules import load_definitions
 
     settings = _require(Settings(), "redis_url")
-    found = asyncio.run(explain(settings, args.account_id))
+    definitions = load_definitions(settings.definitions_path, VOCABULARY)
+    found = asyncio.run(explain(settings, args.account_id, definitions))
     console = Console()
     if found is None:
         console.print(f"no state stored for account {args.account_id!r}")

@@ -24,7 +24,9 @@ from typing import Any, Literal
 from worker.events import SegmentChanged
 from worker.rules import FamilyDefinition, Match
 
-#: family -> segment id -> {"since": epoch s, "reason": text[, "outside_since": epoch s]}
+#: family -> segment id -> {"since": epoch s[, "outside_since": epoch s]}; the reason of an
+#: entry is in its SegmentChanged event, not stored (``processing.membership_reasons``
+#: explains a membership from the current features)
 Memberships = dict[str, dict[str, dict[str, Any]]]
 Membership = dict[str, Any]
 
@@ -190,7 +192,7 @@ def _inside(membership: Membership) -> Membership:
 
 
 def _new_membership(match: Match, context: Context) -> Membership:
-    return {"since": context.timestamp, "reason": match.reason()}
+    return {"since": context.timestamp}
 
 
 def _enter(family_id: str, match: Match, context: Context, previous: str | None) -> SegmentChanged:

@@ -30,7 +30,7 @@ from worker.features import FEATURES, FeatureView
 from worker.learning import clusterings
 from worker.metrics import Metrics
 from worker.monitoring import build_profiles
-from worker.processing import evaluate
+from worker.processing import evaluate, membership_reasons
 from worker.report import write_report
 from worker.rules import Definitions
 from worker.security import kafka_client_options
@@ -160,19 +160,23 @@ class Explanation:
     features: dict[str, Any]
 
 
-async def explain(settings: Settings, account_id: str) -> Explanation | None:
+async def explain(
+    settings: Settings, account_id: str, definitions: Definitions
+) -> Explanation | None:
     """The account's current memberships with their reasons, and its feature values."""
     redis = aioredis.Redis.from_url(settings.redis_url)
-    store = StateStore(redis, settings.redis_key_prefix)
+    store = StateStore(redis, settings.redis_key_prefix, [c.family for c in clusterings(settings)])
     try:
         state = await store.load(account_id)
         if state is None:
             return None
-        view = FeatureView(state, state.now_day, await store.load_globals())
+        globals = await store.load_globals()
     finally:
         await redis.aclose()
+    view = FeatureView(state, state.now_day, globals)
+    reasons = membership_reasons(state, definitions, globals)
     memberships = [
-        (family, segment, datetime.fromtimestamp(entry["since"], UTC), entry["reason"])
+        (family, segment, datetime.fromtimestamp(entry["since"], UTC), reasons[(family, segment)])
         for family, segments in state.memberships.items()
         for segment, entry in segments.items()
     ]

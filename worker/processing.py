@@ -17,7 +17,7 @@ from worker.clustering import ClusterSnapshot
 from worker.events import AccountErased, AnyInputEvent, SegmentChanged
 from worker.features import NO_GLOBALS, AccountState, FeatureView, Globals
 from worker.impact import Impact
-from worker.rules import Definitions, Match, evaluate_family
+from worker.rules import Definitions, FamilyDefinition, Match, evaluate_family
 
 
 def evaluate(
@@ -108,6 +108,66 @@ def _descriptions(snapshot: ClusterSnapshot) -> dict[str, str]:
     return descriptions
 
 
+def membership_reasons(
+    state: AccountState, definitions: Definitions, globals: Globals = NO_GLOBALS
+) -> dict[tuple[str, str], str]:
+    """Why the account is in each of its segments now, from its current features.
+
+    Reasons are not stored with the memberships (they were most of an account's
+    state); the entry's reason at the time is in its ``SegmentChanged`` event.
+    """
+    view = FeatureView(state, state.now_day, globals)
+    families = {family.id: family for family in definitions.families}
+    reasons: dict[tuple[str, str], str] = {}
+    for family_id, segments in state.memberships.items():
+        for segment_id, entry in segments.items():
+            family = families.get(family_id)
+            if family is not None:
+                reason = _rule_reason(family, segment_id, entry, view)
+            elif (snapshot := globals.clusters.get(family_id)) is not None:
+                reason = _cluster_match(snapshot, segment_id, view).reason()
+            elif family_id in globals.clusters:
+                reason = "cluster model not published yet"
+            else:
+                reason = f"segment family {family_id} is no longer defined"
+            reasons[(family_id, segment_id)] = reason
+    return reasons
+
+
+def _rule_reason(
+    family: FamilyDefinition, segment_id: str, entry: membership.Membership, view: FeatureView
+) -> str:
+    segment = next((s for s in family.segments if s.id == segment_id), None)
+    if segment is None:
+        return f"segment {family.id}/{segment_id} is no longer defined"
+    match = Match(segment_id, segment.when, condition=segment.condition, features=view)
+    if segment.condition.evaluate(view):
+        return match.reason()
+    if "outside_since" in entry:
+        since = datetime.fromtimestamp(entry["outside_since"], UTC).date().isoformat()
+        return f"held (min_dwell/exit_grace); no longer matching since {since}: {match.reason()}"
+    return f"matched when last evaluated; now: {match.reason()}"
+
+
+def _cluster_match(
+    snapshot: ClusterSnapshot,
+    cluster_id: str,
+    view: FeatureView,
+    distances: dict[str, float] | None = None,
+) -> Match:
+    if distances is None:
+        distances = snapshot.distances(view)
+    values = {**raw_sample(view, snapshot.spec)}
+    if cluster_id in distances:
+        values["distance"] = round(distances[cluster_id], 4)
+    description = _descriptions(snapshot).get(cluster_id, "")
+    return Match(
+        cluster_id,
+        f"nearest centroid of {snapshot.spec.name} model v{snapshot.version}: {description}",
+        values,
+    )
+
+
 def _assign_cluster(
     family_id: str,
     snapshot: ClusterSnapshot,
@@ -119,13 +179,7 @@ def _assign_cluster(
     old_id = next(iter(current), None)
     distances = snapshot.distances(view)
     new_id = clustering.assign(view, snapshot, old_id, margin, distances)
-    values = {**raw_sample(view, snapshot.spec), "distance": round(distances[new_id], 4)}
-    description = _descriptions(snapshot).get(new_id, "")
-    target = Match(
-        new_id,
-        f"nearest centroid of {snapshot.spec.name} model v{snapshot.version}: {description}",
-        values,
-    )
+    target = _cluster_match(snapshot, new_id, view, distances)
     exit_reason = (
         f"centroid {new_id} is closer ({distances[new_id]:.3f} vs "
         f"{distances.get(old_id, float('nan')):.3f} to {old_id})"

@@ -107,9 +107,7 @@ def _category_edges(state: AccountState) -> list[int]:
         return []
     # category_shares drops bucket b from day 30*b + 365 on: the next such day is due
     today = state.now_day
-    leaving = [
-        int(bucket) * CATEGORY_BUCKET_DAYS + HORIZON_DAYS for bucket in state.categories
-    ]
+    leaving = [int(bucket) * CATEGORY_BUCKET_DAYS + HORIZON_DAYS for bucket in state.categories]
     future = [day for day in leaving if day > today]
     return [min(future)] if future else []
 

@@ -17,6 +17,7 @@ import faust
 
 from worker.clustering import describe
 from worker.metrics import Metrics
+from worker.processing import membership_reasons
 from worker.rules import Definitions
 from worker.store import StateStore
 
@@ -47,6 +48,7 @@ def register_views(
         state = await store.load(account_id)
         if state is None:
             return web.json({"error": f"unknown account {account_id!r}"}, status=404)
+        reasons = membership_reasons(state, definitions, await store.load_globals())
         return web.json(
             {
                 "account_id": account_id,
@@ -56,7 +58,7 @@ def register_views(
                         "family": family,
                         "segment_id": segment,
                         "since": _iso(entry["since"]),
-                        "reason": entry["reason"],
+                        "reason": reasons[(family, segment)],
                     }
                     for family, segments in sorted(state.memberships.items())
                     for segment, entry in sorted(segments.items())

@@ -198,6 +198,21 @@ def test_redelivered_offsets_are_skipped():
     assert view_at(state, T0)["revenue_30d"] == 200.0
 
 
+def test_a_producer_duplicate_at_a_new_offset_is_skipped():
+    state = AccountState("A1")
+    assert apply(state, order(1, T0, 100.0), ("orders:0", 5)) is True
+    assert apply(state, order(1, T0, 100.0), ("orders:0", 9)) is False
+    assert view_at(state, T0)["revenue_30d"] == 100.0
+    assert all(len(token) == 8 for token in state.recent_ids)  # digests, not whole ids
+
+
+def test_states_that_remember_whole_event_ids_still_skip_them():
+    state = AccountState("A1")
+    apply(state, order(1, T0, 100.0))
+    state.recent_ids = [order(1, T0, 100.0).event_id]  # as states stored before digests
+    assert apply(state, order(1, T0, 100.0)) is False
+
+
 def test_every_catalogue_feature_computes_on_an_empty_state():
     view = view_at(AccountState("empty"), T0)
     for name, feature in FEATURES.items():

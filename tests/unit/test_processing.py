@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from worker.events import CampaignInteraction, LoyaltyPoints, OrderPlaced
 from worker.features import VOCABULARY, AccountState
 from worker.membership import change_id
-from worker.processing import evaluate, process_event
+from worker.processing import evaluate, membership_reasons, process_event
 from worker.rules import load_definitions
 
 DEFINITIONS = load_definitions(
@@ -168,3 +168,22 @@ def test_evaluating_does_not_touch_features():
     before = copy.deepcopy(state.to_dict())
     evaluate(state, DEFINITIONS, cause="again")
     assert state.to_dict() == before
+
+
+def test_memberships_are_explained_from_current_features_not_stored_text():
+    state = AccountState("A1")
+    process_event(state, order("o1", T0, 1500.0), DEFINITIONS)
+    assert all(set(entry) == {"since"} for f in state.memberships.values() for entry in f.values())
+    reasons = membership_reasons(state, DEFINITIONS)
+    assert reasons[("buyers", "big_spenders")] == "revenue_90d >= 1000 (revenue_90d=1500)"
+    assert reasons[("program", "never_participated")] == "true"
+
+    state.memberships["gone"] = {"old": {"since": T0.timestamp()}}
+    state.memberships["buyers"]["recent_buyers"]["outside_since"] = T0.timestamp()
+    state.clock += 40 * 86400  # recency now 40 days
+    reasons = membership_reasons(state, DEFINITIONS)
+    assert reasons[("gone", "old")] == "segment family gone is no longer defined"
+    assert reasons[("buyers", "recent_buyers")] == (
+        "held (min_dwell/exit_grace); no longer matching since 2026-01-10: "
+        "recency_days <= 30 (recency_days=40)"
+    )
