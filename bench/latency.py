@@ -10,16 +10,17 @@ measures consume time - produce time (one process, one monotonic clock).
 Baseline, in the same run and before the worker starts: the broker round trip alone,
 the same kind of message produced at the same rate to another topic and read by the
 same consumer as the changes (aiokafka, fetch max wait 10 ms) and, at the same time, by
-one configured like the worker's (faust-streaming hard-codes fetch_max_wait_ms=1500). An
-event's way through the worker is two such round trips plus the worker's batch. The
-producer is aiokafka with acks=all and no linger.
+one with the worker's fetch max wait (``consumer_fetch_max_wait_ms``; faust-streaming
+alone would use 1500). An event's way through the worker is two such round trips plus the
+worker's batch. The producer is aiokafka with acks=all and no linger.
 
 ``--profile-age-days`` is how long ago the pool's profiles arrived: older than the
 cluster-sample period (7 days) and every order also sends two cluster training samples,
-as most orders of a real account base do, so the models are retrained and republished
-(and every account re-assigned) during the run; 0 measures the worker without that.
-``--worker-fetch-max-wait-ms`` is a what-if: the worker is started through a wrapper that
-patches its consumer's fetch max wait (the worker's code is unchanged).
+as most orders of a real account base do, so the models are retrained during the run
+and republished whenever they moved materially (each publish re-assigns every account,
+paced); 0 measures the worker without that. ``--worker-fetch-max-wait-ms`` sets the worker's
+``consumer_fetch_max_wait_ms`` (and the baseline's worker-like reader) for a what-if;
+by default both use the setting (``SEGWORKER_CONSUMER_FETCH_MAX_WAIT_MS`` or its default).
 
     .venv/bin/python bench/latency.py [--rate 1000] [--seconds 60] [--profile-age-days 30]
         [--worker-fetch-max-wait-ms 10]
@@ -34,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,28 +70,7 @@ TARGET_P99_MS = 250.0
 TARGET_RATE = 1000.0
 #: The consumers of this bench: a fetch returns at the latest after this long.
 FETCH_MAX_WAIT_MS = 10
-#: What faust-streaming hard-codes for the worker's consumer (aiokafka driver).
-WORKER_FETCH_MAX_WAIT_MS = 1500
 ID_FORMAT = "LAT-{:06d}"
-#: ``segworker run`` with the fetch max wait of every aiokafka consumer set to argv[1] ms.
-PATCHED_WORKER = """
-import sys
-import aiokafka
-
-wait = int(sys.argv[1])
-init = aiokafka.AIOKafkaConsumer.__init__
-
-
-def patched(self, *args, **kwargs):
-    kwargs["fetch_max_wait_ms"] = wait
-    init(self, *args, **kwargs)
-
-
-aiokafka.AIOKafkaConsumer.__init__ = patched
-from worker.cli import main
-
-sys.exit(main(["run"]))
-"""
 
 
 # ------------------------------------------------------------------------------- events
@@ -298,16 +277,10 @@ async def baseline(settings: Settings, rate: float, seconds: float) -> dict[str,
     create_topics(bootstrap, {topic: settings.partitions})
     fast = Latencies()
     worker_like = Latencies(sent=fast.sent)
+    worker_wait = settings.consumer_fetch_max_wait_ms
     readers = [
         Reader(bootstrap, topic, settings.partitions, FETCH_MAX_WAIT_MS, event_id_of, fast),
-        Reader(
-            bootstrap,
-            topic,
-            settings.partitions,
-            WORKER_FETCH_MAX_WAIT_MS,
-            event_id_of,
-            worker_like,
-        ),
+        Reader(bootstrap, topic, settings.partitions, worker_wait, event_id_of, worker_like),
     ]
     producer = new_producer(bootstrap)
     await producer.start()
@@ -329,7 +302,7 @@ async def baseline(settings: Settings, rate: float, seconds: float) -> dict[str,
             **fast.summary(),
             "rate": achieved,
         },
-        f"broker round trip, fetch max wait {WORKER_FETCH_MAX_WAIT_MS} ms (as the worker reads)": {
+        f"broker round trip, fetch max wait {worker_wait} ms (as the worker reads)": {
             **worker_like.summary(),
             "rate": achieved,
         },
@@ -451,8 +424,7 @@ def main() -> int:
         "--worker-fetch-max-wait-ms",
         type=int,
         default=None,
-        help="what-if: start the worker with its consumer's fetch max wait patched to this "
-        f"(faust-streaming hard-codes {WORKER_FETCH_MAX_WAIT_MS})",
+        help="what-if: the worker's consumer_fetch_max_wait_ms (default: the setting's)",
     )
     args = parser.parse_args()
     started = time.monotonic()
@@ -460,12 +432,12 @@ def main() -> int:
     pool = int(args.rate * (args.seconds + args.warmup_seconds)) + 2000
     profile_at = datetime.now(UTC) - timedelta(days=args.profile_age_days)
     templates = prospect_templates(500, profile_at, random.Random(5))
-    command = None
-    worker_name = "full worker: order -> first SegmentChanged"
+    overrides = {}
     if args.worker_fetch_max_wait_ms is not None:
-        command = [sys.executable, "-c", PATCHED_WORKER, str(args.worker_fetch_max_wait_ms)]
-        worker_name += f" (fetch max wait patched to {args.worker_fetch_max_wait_ms} ms)"
-    with deployment("latbench") as settings:
+        overrides["consumer_fetch_max_wait_ms"] = args.worker_fetch_max_wait_ms
+    with deployment("latbench", **overrides) as settings:
+        wait = settings.consumer_fetch_max_wait_ms
+        worker_name = f"full worker (fetch max wait {wait} ms): order -> first SegmentChanged"
         assert settings.redis_url
         written = write_states(
             settings.redis_url,
@@ -476,7 +448,9 @@ def main() -> int:
             f"{written:,} prospect accounts in Redis; baseline for {args.baseline_seconds:.0f}s"
         )
         rows = asyncio.run(baseline(settings, args.rate, args.baseline_seconds))
-        with WorkerProcess(settings, "latency", command) as worker:
+        with WorkerProcess(
+            settings, "latency", SEGWORKER_CONSUMER_FETCH_MAX_WAIT_MS=str(wait)
+        ) as worker:
             run = asyncio.run(measure_worker(settings, args, worker))
         rows[worker_name] = result = run.summary
         info = run.info

@@ -14,7 +14,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -25,6 +25,7 @@ from worker import value
 from worker.decoding import Record, decode_record
 from worker.events import AccountErased, AnyInputEvent, DeadLetter, SegmentChanged
 from worker.features import AccountState, FeatureView, Globals
+from worker.impact import Impact
 from worker.learning import clusterings
 from worker.metrics import Metrics
 from worker.processing import erase, evaluate, process_event, raw_sample
@@ -74,6 +75,7 @@ class BatchProcessor:
             topic: settings.allowed_types(topic) for topic in settings.input_topics
         }
         self.schedule = Schedule(definitions)
+        self.impact = Impact(definitions)
         self.clusterings = clusterings(settings)
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
@@ -134,14 +136,28 @@ class BatchProcessor:
         log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
         return moved
 
-    async def reassign_clusters(self, snapshot_family: str, version: int) -> int:
-        """After a new model: every account's cluster again; only real moves are emitted."""
+    async def reassign_clusters(self, versions: dict[str, int]) -> int:
+        """After new models (``{family: version}``): every stored account's cluster again.
+
+        One pass for all the families given; only real moves are emitted, with the cause
+        ``cluster:<family>:v<version>`` (families joined by ``+``). Returns their number.
+        The pass must not starve the event agent: it goes ``cluster_reassign_batch_size``
+        accounts at a time (a step's CPU does not yield, so its size bounds how long an
+        event waits behind it) and pauses after each step so that it takes at most
+        ``cluster_reassign_share`` of the time (measured on the clock, Redis waits included,
+        so the agent's turns in between count against the pass too).
+        """
+        if not versions:
+            return 0
+        cause = "cluster:" + "+".join(f"{f}:v{v}" for f, v in sorted(versions.items()))
+        families = frozenset(versions)
+        pause = 1.0 / self.settings.cluster_reassign_share - 1.0
         moved = 0
-        async for accounts in self.store.account_ids(self.settings.sweep_batch_size):
-            result = await self.reevaluate(
-                accounts, f"cluster:{snapshot_family}:v{version}", only={snapshot_family}
-            )
+        async for accounts in self.store.account_ids(self.settings.cluster_reassign_batch_size):
+            started = time.perf_counter()
+            result = await self.reevaluate(accounts, cause, only=families)
             moved += len(result.changes)
+            await asyncio.sleep((time.perf_counter() - started) * pause)
         return moved
 
     async def reevaluate(
@@ -250,7 +266,12 @@ class BatchProcessor:
                 result.count(event.type, "applied")
                 continue
             changes = process_event(
-                state, event, self.definitions, (record.source, record.offset), globals
+                state,
+                event,
+                self.definitions,
+                (record.source, record.offset),
+                globals,
+                self.impact,
             )
             if changes is None:
                 result.count(event.type, "duplicate")
@@ -260,7 +281,7 @@ class BatchProcessor:
             result.erased.discard(event.account_id)  # new data after an erasure in the batch
             result.changes.extend(changes)
             result.clock = max(result.clock, event.occurred_at.timestamp())
-        self._index(states, result)
+        self._index(states, result, complete=True)
         return result
 
     def _reevaluate(
@@ -275,18 +296,34 @@ class BatchProcessor:
         for account, state in states.items():
             if not state.clock:  # not stored (erased meanwhile): nothing to evaluate
                 continue
+            before = (state.memberships, list(state.evaluated), state.sampled_day)
             result.changes.extend(evaluate(state, self.definitions, cause, globals, at, only))
             result.changed_accounts.add(account)
-        self._index(states, result)
+            self._index(states, result, complete=only is None, accounts=(account,))
+            if (state.memberships, state.evaluated, state.sampled_day) == before:
+                # Nothing to store; the due time and revenue index are still refreshed.
+                result.changed_accounts.discard(account)
         return result
 
-    def _index(self, states: dict[str, AccountState], result: BatchResult) -> None:
+    def _index(
+        self,
+        states: dict[str, AccountState],
+        result: BatchResult,
+        complete: bool,
+        accounts: Iterable[str] | None = None,
+    ) -> None:
         """When each changed account is due for a sweep, its revenue for the ABC, and a
-        training sample for the cluster models when the last one is old enough."""
-        for account in result.changed_accounts:
+        training sample for the cluster models when the last one is old enough.
+
+        ``complete``: every family was evaluated (or known unchanged), which the
+        account's evaluation mark records together with the due time.
+        """
+        for account in result.changed_accounts if accounts is None else accounts:
             state = states[account]
             view = FeatureView(state, state.now_day)
-            result.due[account] = self.schedule.next_due(state)
+            due = result.due[account] = self.schedule.next_due(state)
+            if complete:
+                self.impact.mark(state, due)
             result.revenue[account] = view["revenue_365d"]
             last = state.sampled_day
             if last is None or state.now_day - last >= self.settings.cluster_sample_days:

@@ -12,11 +12,14 @@ import functools
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+import aiokafka
 import faust
 import redis.asyncio as aioredis
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
+from yarl import URL
 
 from worker.agents import TRANSIENT_ERRORS, BatchProcessor
 from worker.decoding import Record
@@ -58,6 +61,51 @@ def broker_credentials(settings: Settings) -> Any:
         mechanism=settings.kafka_sasl_mechanism,
         ssl_context=context if settings.kafka_security_protocol == "SASL_SSL" else None,
     )
+
+
+def set_fetch_max_wait(consumer: aiokafka.AIOKafkaConsumer, fetch_max_wait_ms: int) -> None:
+    """Set the fetch max wait of a not yet started aiokafka consumer.
+
+    aiokafka takes it as a constructor argument only and hands it to the fetcher that
+    ``start()`` creates; faust passes 1500 and has no setting for it. Fails loudly if a
+    new aiokafka keeps it elsewhere, rather than silently keeping 1500.
+    """
+    if getattr(consumer, "_fetcher", None) is not None:
+        raise RuntimeError("the consumer is already started")
+    if not isinstance(getattr(consumer, "_fetch_max_wait_ms", None), int):
+        raise RuntimeError(f"aiokafka {aiokafka.__version__}: no _fetch_max_wait_ms to set")
+    consumer._fetch_max_wait_ms = fetch_max_wait_ms
+
+
+class WorkerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(
+        self, transport: faust_aiokafka.Transport
+    ) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        set_fetch_max_wait(consumer, cast(KafkaTransport, transport).fetch_max_wait_ms)
+        return consumer
+
+
+class WorkerConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return WorkerConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class KafkaTransport(faust_aiokafka.Transport):
+    """faust's aiokafka transport, with the worker consumer's fetch max wait configurable.
+
+    faust-streaming 0.15 hard-codes ``fetch_max_wait_ms=1500`` for it. Kafka answers a
+    fetch as soon as data arrives, so there this only sets how often an idle consumer
+    asks again; a broker that waits out the time (the embedded one often does) adds up to
+    that much latency to every hop. Only the worker consumer changes: a client-only app's
+    consumer and the producer are faust's.
+    """
+
+    Consumer = WorkerConsumer
+
+    def __init__(self, url: list[URL], app: faust.App, *, fetch_max_wait_ms: int) -> None:
+        super().__init__(url, app)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
 
 
 class KafkaSender:
@@ -132,6 +180,10 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
         web_port=settings.web_port,
         web_host=settings.web_host,
         loghandlers=[],
+    )
+    # Before anything creates faust's own transport (``app.transport`` is lazy).
+    app.transport = KafkaTransport(
+        app.conf.broker_consumer, app, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms
     )
     # Raw bytes in and out: decoding is ours, so bad input becomes a dead letter.
     inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")
@@ -208,13 +260,43 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
         """The worker that owns the sample partition runs the learner and the monitor."""
         return TP(settings.topic_cluster_samples, 0) in app.consumer.assignment()
 
+    # Families whose new model the stored accounts still have to be re-assigned to.
+    reassign_pending: dict[str, int] = {}
+    reassign_wanted = asyncio.Event()
+
     @timer(settings.cluster_snapshot_seconds)
     async def publish_cluster_models() -> None:
-        await flush_outbox_if_pending()
         for family, snapshot in await trainer.publish():
             monitor.observe_snapshot(family, snapshot)
-            moved = await processor.reassign_clusters(family, snapshot.version)
-            log.info("%s v%d: %d cluster changes", family, snapshot.version, moved)
+            reassign_pending[family] = snapshot.version
+            reassign_wanted.set()
+
+    @app.task
+    async def reassign_clusters() -> None:
+        """Re-assign the stored accounts after new models, in the background and paced.
+
+        Not in the publish timer: a pass over many accounts takes minutes at its pace.
+        Models published during a pass are taken together by the next one; an account
+        that gets an event meanwhile is assigned with the newest model in its batch anyway.
+        """
+        while True:
+            await reassign_wanted.wait()
+            reassign_wanted.clear()
+            versions = dict(reassign_pending)
+            try:
+                await flush_outbox_if_pending()
+                moved = await processor.reassign_clusters(versions)
+            except TRANSIENT_ERRORS as error:
+                metrics.retries.labels("reassign_clusters").inc()
+                log.warning("cluster re-assignment failed (%s); starting again", error)
+                await asyncio.sleep(settings.retry_max_seconds)
+                reassign_wanted.set()
+                continue
+            for family, version in versions.items():
+                if reassign_pending.get(family) == version:
+                    del reassign_pending[family]
+            models = ", ".join(f"{family} v{version}" for family, version in versions.items())
+            log.info("%s: %d cluster changes", models, moved)
 
     @timer(settings.drift_interval_seconds)
     async def segment_drift() -> None:

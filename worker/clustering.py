@@ -13,8 +13,9 @@ every worker predicts with the latest published snapshot.
 - Ids survive successive snapshots: new centroids are matched to the previous ones with
   the Hungarian algorithm; an unmatched centroid gets a fresh id, never a reused one.
 - :func:`assign` keeps an account's current cluster unless another one is clearly
-  closer, :func:`describe` writes a plain-language profile per cluster and
-  :func:`centroid_shift` measures centroid movement for drift monitoring.
+  closer, :func:`describe` writes a plain-language profile per cluster,
+  :func:`centroid_shift` measures centroid movement for drift monitoring and
+  :func:`largest_centroid_shift` tells whether a new model moved enough to publish.
 
 Examples
 --------
@@ -64,6 +65,7 @@ __all__ = [
     "assign",
     "centroid_shift",
     "describe",
+    "largest_centroid_shift",
     "needs_spec",
     "vectorize",
 ]
@@ -497,6 +499,43 @@ def centroid_shift(old: ClusterSnapshot, new: ClusterSnapshot) -> dict[str, floa
         for cid, row in new.prepared_centroids().items()
         if cid in before
     }
+
+
+def largest_centroid_shift(old: ClusterSnapshot | None, new: ClusterSnapshot) -> float:
+    """How far the farthest-moving centroid went from ``old`` to ``new`` (std units).
+
+    The measure the model owner compares with ``cluster_publish_min_shift`` to decide
+    whether ``new`` is worth publishing (each publish re-assigns every account).
+
+    Parameters
+    ----------
+    old
+        The last published snapshot, or ``None`` when nothing was published yet.
+    new
+        The candidate, whose ids continue ``old``'s (see :meth:`ClusterLearner.snapshot`).
+
+    Returns
+    -------
+    float
+        The largest :func:`centroid_shift` over the cluster ids; ``math.inf`` when there is
+        no ``old``, the feature specs differ, or the ids differ (a cluster appeared or
+        vanished): such a change is always material.
+
+    Examples
+    --------
+    >>> old = _demo_snapshot()  # stds 0.4
+    >>> moved = ClusterSnapshot(
+    ...     2, old.spec, old.means, old.stds,
+    ...     clusters=(Cluster("c1", (1.0, -0.9), 12), Cluster("c2", (-1.0, 1.0), 10)),
+    ...     next_id=3, samples=22)
+    >>> round(largest_centroid_shift(old, moved), 6)
+    0.1
+    >>> largest_centroid_shift(old, old), largest_centroid_shift(None, old)
+    (0.0, inf)
+    """
+    if old is None or old.spec.names != new.spec.names or set(old.ids) != set(new.ids):
+        return math.inf
+    return max(centroid_shift(old, new).values())
 
 
 # ---------------------------------------------------------------------------- learner

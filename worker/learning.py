@@ -4,8 +4,10 @@ Every worker sends, per account and at most every ``cluster_sample_days`` of str
 time, the account's raw clustering features to a one-partition topic. Whichever
 worker owns that partition trains one ``ClusterLearner`` per clustering and, on a
 timer, publishes a JSON snapshot to Redis with a compare-and-set on the version, so a
-worker that lost the partition in a rebalance cannot overwrite a newer model. A new
-owner resumes from the last published snapshot (no pickle, no warm-up again).
+worker that lost the partition in a rebalance cannot overwrite a newer model. Only a model
+whose centroids moved materially (``cluster_publish_min_shift``) is published, since each
+publish re-assigns every account. A new owner resumes from the last published snapshot
+(no pickle, no warm-up again).
 Every worker assigns with the latest snapshot, read in each batch's round trip.
 """
 
@@ -17,7 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.clustering import BEHAVIOUR, NEEDS, ClusterLearner, ClusterSnapshot, FeatureSpec
+from worker.clustering import (
+    BEHAVIOUR,
+    NEEDS,
+    ClusterLearner,
+    ClusterSnapshot,
+    FeatureSpec,
+    largest_centroid_shift,
+)
 from worker.settings import Settings
 from worker.store import StateStore
 
@@ -70,7 +79,16 @@ class ClusterTrainer:
         return learned
 
     async def publish(self) -> list[tuple[str, ClusterSnapshot]]:
-        """Snapshot every learner that learned something; return (family, snapshot)s."""
+        """Publish every model that moved materially; return the (family, snapshot)s.
+
+        A learner that learned something is snapshotted (ids matched to the last published
+        model) and published when :func:`largest_centroid_shift` from that model exceeds
+        ``cluster_publish_min_shift``, or when nothing was published yet: every publish
+        makes the owner re-assign every account, which online-learning jitter is not
+        worth. A publish is a compare-and-set on the version; a learner that loses it, or
+        finds a newer stored model while it holds back, was deposed and is dropped, so the
+        next sample resumes from the stored model.
+        """
         published = []
         for family, learner in list(self._learners.items()):
             if not learner.ready or not self._learned_since_publish.get(family):
@@ -78,17 +96,44 @@ class ClusterTrainer:
             previous = self._published.get(family)
             version = (previous.version if previous else 0) + 1
             snapshot = learner.snapshot(version, created_at=datetime.now(UTC), previous=previous)
+            shift = largest_centroid_shift(previous, snapshot)
+            if shift <= self.settings.cluster_publish_min_shift:
+                stored = await self.store.load_snapshot(family)
+                stored_version = stored.version if stored is not None else 0
+                if stored_version >= version:
+                    log.warning(
+                        "%s model v%d stored by another owner; reloading", family, stored_version
+                    )
+                    self._drop(family)
+                    continue
+                if stored_version == version - 1:
+                    log.debug(
+                        "%s model moved %.3f since v%d: held back", family, shift, version - 1
+                    )
+                    continue
+                # The stored model is gone (deleted by hand?): publish this one.
             if await self.store.publish_snapshot(family, snapshot):
                 self._published[family] = snapshot
                 self._learned_since_publish[family] = 0
                 published.append((family, snapshot))
-                log.info("published %s model v%d (%d samples)", family, version, snapshot.samples)
+                log.info(
+                    "published %s model v%d (%d samples, largest centroid shift %.3f)",
+                    family,
+                    version,
+                    snapshot.samples,
+                    shift,
+                )
             else:
                 # Somebody else published a newer model: we are no longer the owner, or
                 # were not for a while. Start again from the stored model next time.
                 log.warning("%s model v%d superseded; reloading", family, version)
-                del self._learners[family]
+                self._drop(family)
         return published
+
+    def _drop(self, family: str) -> None:
+        """Forget a deposed learner: the next sample resumes from the stored model."""
+        del self._learners[family]
+        self._learned_since_publish[family] = 0
 
     async def _learner(self, family: str) -> ClusterLearner:
         learner = self._learners.get(family)

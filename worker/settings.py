@@ -94,7 +94,31 @@ class Settings(BaseSettings):
         default=7, ge=1, description="An account sends a training sample at most this often"
     )
     cluster_warmup: int = Field(default=200, ge=10, description="Samples before the first model")
-    cluster_snapshot_seconds: float = Field(default=30.0, gt=0)
+    cluster_snapshot_seconds: float = Field(
+        default=30.0, gt=0, description="How often the model owner considers publishing"
+    )
+    cluster_publish_min_shift: float = Field(
+        default=0.1,
+        ge=0,
+        description="Publish a new cluster model only when a centroid moved more than this "
+        "(standard deviations) since the published one, or a cluster appeared or vanished: "
+        "every publish re-assigns every account. 0 publishes whatever was learned; steady "
+        "online-learning jitter is about 0.02-0.07",
+    )
+    cluster_reassign_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Accounts per step of the re-assignment after a new model; a step's CPU "
+        "(about 0.2 ms per account) runs without yielding to the event agent",
+    )
+    cluster_reassign_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Largest share of the worker's time the re-assignment after a new model "
+        "takes: it pauses between steps (1 = no pauses); events never wait for it to finish",
+    )
     drift_interval_seconds: float = Field(
         default=60.0, gt=0, description="Segment statistics and drift checks per interval"
     )
@@ -109,6 +133,15 @@ class Settings(BaseSettings):
     )
     flap_window_seconds: float = Field(
         default=86400.0, gt=0, description="An exit sooner than this after the entry is a flap"
+    )
+    consumer_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=30_000,
+        description="Longest a fetch of the worker's consumer waits at the broker for data "
+        "(faust-streaming hard-codes 1500). Kafka answers as soon as data arrives; a broker "
+        "that waits out the time (the embedded one often does) adds up to this much latency "
+        "per hop. Lower also means more empty fetches while idle (1000/this per second)",
     )
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)

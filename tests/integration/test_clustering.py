@@ -119,7 +119,13 @@ def test_two_workers_share_one_model_and_a_restarted_owner_keeps_the_ids(deploym
             assert worker.stop() == 0, worker.log_tail()
 
     # A new owner resumes from the published model: training goes on with the same ids.
-    restarted = WorkerProcess(deployment, tmp_path / "worker3.log", **FAST_LEARNING)
+    # Every model it learns is published (no minimum shift), so the continuation shows.
+    restarted = WorkerProcess(
+        deployment,
+        tmp_path / "worker3.log",
+        **FAST_LEARNING,
+        SEGWORKER_CLUSTER_PUBLISH_MIN_SHIFT="0",
+    )
     try:
         produce_history(deployment, seed=2, start=start + timedelta(days=150), days=40)
         newer = wait_for(

@@ -27,12 +27,15 @@ from worker.clustering import (
     assign,
     centroid_shift,
     describe,
+    largest_centroid_shift,
     match_ids,
     vectorize,
 )
 from worker.events import OrderLine, OrderPlaced
 from worker.features import FEATURES, AccountState, FeatureView, apply, day_of
 from worker.generator import CATEGORIES
+from worker.learning import ClusterTrainer
+from worker.settings import Settings
 
 # group -> (recency days, orders/yr, revenue/yr, points/yr, response rate); well separated
 # in the standardised log space the learner works in.
@@ -344,6 +347,104 @@ def test_centroid_shift_ignores_a_moving_scaler() -> None:
     assert centroid_shift(old, rescaled) == {"c1": 0.0, "c2": 0.0}
     moved = dataclasses.replace(old, clusters=(Cluster("c2", (1.5,), 1), Cluster("c3", (9.0,), 1)))
     assert centroid_shift(old, moved) == {"c2": 0.5}
+
+
+def test_largest_centroid_shift_is_the_farthest_move_of_a_kept_id() -> None:
+    old = one_d(-1.0, 1.0, margin_std=2.0)
+    assert largest_centroid_shift(old, old) == 0.0
+    # In the new snapshot's std units: c1 moved 0.25, c2 0.75 (prepared units / 2).
+    moved = dataclasses.replace(
+        old, clusters=(Cluster("c1", (-0.75,), 1), Cluster("c2", (1.75,), 1))
+    )
+    assert largest_centroid_shift(old, moved) == pytest.approx(0.75)
+    # Whatever is not a move of the same clusters is always material.
+    assert largest_centroid_shift(None, old) == math.inf
+    renamed = dataclasses.replace(
+        old, clusters=(Cluster("c1", (-1.0,), 1), Cluster("c3", (1.0,), 1))
+    )
+    assert largest_centroid_shift(old, renamed) == math.inf
+    assert largest_centroid_shift(old, one_d(-1.0, 1.0, 3.0)) == math.inf  # one more
+    assert largest_centroid_shift(one_d(-1.0, 1.0, 3.0), old) == math.inf  # one fewer
+    other_space = dataclasses.replace(old, spec=FeatureSpec("line", (Dimension("y"),)))
+    assert largest_centroid_shift(old, other_space) == math.inf
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_the_default_publish_shift_ignores_jitter_but_not_drift(seed: int) -> None:
+    bound = Settings().cluster_publish_min_shift
+    learner = trained(seed=seed)
+    published = learner.snapshot(version=1)
+    for features in stream(1000, seed=seed + 100)[0]:  # the same population
+        learner.learn_one(features)
+    assert largest_centroid_shift(published, learner.snapshot(2, previous=published)) < bound
+    for features in stream(1000, seed=seed + 200)[0]:  # accounts buy more, and more often
+        scaled = {"revenue_365d": 3 * features["revenue_365d"],
+                  "orders_365d": 2 * features["orders_365d"]}  # fmt: skip
+        learner.learn_one({**features, **scaled})
+    assert largest_centroid_shift(published, learner.snapshot(2, previous=published)) > bound
+
+
+class FakeModelStore:
+    """The model keys of ``StateStore``: compare-and-set on the version."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ClusterSnapshot] = {}
+        self.publishes = 0
+
+    async def load_snapshot(self, family: str) -> ClusterSnapshot | None:
+        return self.models.get(family)
+
+    async def publish_snapshot(self, family: str, snapshot: ClusterSnapshot) -> bool:
+        stored = self.models.get(family)
+        if stored is not None and stored.version >= snapshot.version:
+            return False
+        self.models[family] = snapshot
+        self.publishes += 1
+        return True
+
+
+def samples(features: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"family": "cluster", "account_id": "a", "features": f} for f in features]
+
+
+async def test_the_owner_publishes_only_a_model_that_moved_materially() -> None:
+    settings = Settings(cluster_warmup=200, cluster_k_behaviour=len(GROUPS))
+    store = FakeModelStore()
+    trainer = ClusterTrainer(settings, store)  # type: ignore[arg-type]
+    await trainer.learn(samples(stream(1500, seed=7)[0]))
+    [(family, first)] = await trainer.publish()  # nothing published yet: always
+    assert (family, first.version) == ("cluster", 1)
+    assert await trainer.publish() == []  # nothing learned since
+    await trainer.learn(samples(stream(500, seed=8)[0]))
+    assert await trainer.publish() == []  # jitter only: held back
+    assert store.models["cluster"] is first
+    drifted = [{**f, "revenue_365d": 3 * f["revenue_365d"]} for f in stream(1500, seed=9)[0]]
+    await trainer.learn(samples(drifted))
+    [(_, second)] = await trainer.publish()
+    assert second.version == 2 and second.ids == first.ids
+    assert largest_centroid_shift(first, second) > settings.cluster_publish_min_shift
+    assert store.publishes == 2
+
+
+async def test_a_deposed_owner_holding_back_resumes_from_the_stored_model() -> None:
+    settings = Settings(cluster_warmup=200, cluster_k_behaviour=len(GROUPS))
+    store = FakeModelStore()
+    trainer = ClusterTrainer(settings, store)  # type: ignore[arg-type]
+    await trainer.learn(samples(stream(1500, seed=7)[0]))
+    assert [f for f, _ in await trainer.publish()] == ["cluster"]
+    # Another worker took the partition over and published v2 meanwhile.
+    other = ClusterTrainer(settings, store)  # type: ignore[arg-type]
+    drifted = [{**f, "orders_365d": 3 * f["orders_365d"]} for f in stream(1500, seed=9)[0]]
+    await other.learn(samples(drifted))
+    [(_, newer)] = await other.publish()
+    assert newer.version == 2
+    # The old owner learned a little (no material move): it finds v2 and drops its learner.
+    await trainer.learn(samples(stream(100, seed=8)[0]))
+    assert await trainer.publish() == []
+    assert store.models["cluster"] is newer
+    await trainer.learn(samples(stream(10, seed=10)[0]))  # resumes from v2
+    assert (await trainer._learner("cluster")).samples == newer.samples + 10
+    assert trainer._published["cluster"] == newer
 
 
 def test_describe_names_the_groups_in_plain_words() -> None:
