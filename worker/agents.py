@@ -14,7 +14,15 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Container,
+    Iterable,
+    Sequence,
+)
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -131,7 +139,9 @@ class BatchProcessor:
         moved = 0
         for low, high in value.affected_revenue_range(old, computed):
             accounts = await self.store.accounts_with_revenue_between(low, high)
-            await self.reevaluate(accounts, f"thresholds:{computed.version}")
+            step = self.settings.cluster_reassign_batch_size
+            chunks = (accounts[i : i + step] for i in range(0, len(accounts), step))
+            await self._paced(chunks, f"thresholds:{computed.version}")
             moved += len(accounts)
         log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
         return moved
@@ -150,12 +160,22 @@ class BatchProcessor:
         if not versions:
             return 0
         cause = "cluster:" + "+".join(f"{f}:v{v}" for f, v in sorted(versions.items()))
-        families = frozenset(versions)
+        chunks = self.store.account_ids(self.settings.cluster_reassign_batch_size)
+        return await self._paced(chunks, cause, only=frozenset(versions))
+
+    async def _paced(
+        self,
+        chunks: AsyncIterable[Sequence[str]] | Iterable[Sequence[str]],
+        cause: str,
+        only: Container[str] | None = None,
+    ) -> int:
+        """Re-evaluate chunk by chunk, pausing so that this takes at most
+        ``cluster_reassign_share`` of the time; returns the number of changes."""
         pause = 1.0 / self.settings.cluster_reassign_share - 1.0
         moved = 0
-        async for accounts in self.store.account_ids(self.settings.cluster_reassign_batch_size):
+        async for accounts in _aiter(chunks):
             started = time.perf_counter()
-            result = await self.reevaluate(accounts, cause, only=families)
+            result = await self.reevaluate(accounts, cause, only=only)
             moved += len(result.changes)
             await asyncio.sleep((time.perf_counter() - started) * pause)
         return moved
@@ -357,6 +377,15 @@ class BatchProcessor:
                 log.warning("%s unavailable (%s); retrying in %.1fs", stage, error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
+
+
+async def _aiter(items: AsyncIterable[T] | Iterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
 
 
 def _interleave_by_event_time(

@@ -109,15 +109,15 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         le=10_000,
-        description="Accounts per step of the re-assignment after a new model; a step's CPU "
-        "(about 0.2 ms per account) runs without yielding to the event agent",
+        description="Accounts per step of the re-assignment after a new model or new ABC "
+        "cut-offs; a step's CPU (about 0.2 ms per account) runs without yielding",
     )
     cluster_reassign_share: float = Field(
         default=0.25,
         gt=0,
         le=1,
         description="Largest share of the worker's time the re-assignment after a new model "
-        "takes: it pauses between steps (1 = no pauses); events never wait for it to finish",
+        "or new ABC cut-offs takes: it pauses between steps (1 = no pauses)",
     )
     drift_interval_seconds: float = Field(
         default=60.0, gt=0, description="Segment statistics and drift checks per interval"
