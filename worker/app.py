@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any, cast
@@ -25,7 +24,7 @@ from worker.agents import TRANSIENT_ERRORS, BatchProcessor
 from worker.decoding import Record
 from worker.events import DeadLetter, SegmentChanged, SegmentDrift
 from worker.features import VOCABULARY
-from worker.learning import ClusterTrainer, clusterings
+from worker.learning import ClusterTrainer, clusterings, decode_samples, encode_samples
 from worker.metrics import Metrics
 from worker.monitoring import SegmentMonitor
 from worker.rules import Definitions, load_definitions
@@ -130,8 +129,7 @@ class KafkaSender:
 
     async def send_samples(self, samples: Sequence[dict[str, Any]]) -> None:
         await self._send_all(
-            self.samples_topic,
-            [(s["account_id"].encode(), json.dumps(s).encode()) for s in samples],
+            self.samples_topic, [(b"samples", message) for message in encode_samples(samples)]
         )
 
     async def send_drift(self, event: SegmentDrift) -> None:
@@ -250,8 +248,8 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     @app.agent(samples, name="learn")
     async def learn(stream: faust.StreamT) -> None:
         # One partition: exactly one worker owns the models at a time.
-        async for batch in stream.take(1000, within=1.0):
-            samples = [json.loads(value) for value in batch]
+        async for batch in stream.take(100, within=1.0):
+            samples = [sample for value in batch for sample in decode_samples(value)]
             await trainer.learn(samples)
             for sample in samples:
                 monitor.observe_sample(sample)

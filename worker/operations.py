@@ -27,7 +27,7 @@ from worker.clients import topic_reader
 from worker.clustering import describe
 from worker.events import DeadLetter, SegmentChanged
 from worker.features import FEATURES, FeatureView
-from worker.learning import clusterings
+from worker.learning import clusterings, encode_samples
 from worker.metrics import Metrics
 from worker.monitoring import build_profiles
 from worker.processing import evaluate, membership_reasons
@@ -74,11 +74,9 @@ class ProducerSender:
     async def send_samples(self, samples: Sequence[dict[str, Any]]) -> None:
         pending = [
             await self.producer.send(
-                self.settings.topic_cluster_samples,
-                key=sample["account_id"].encode(),
-                value=json.dumps(sample).encode(),
+                self.settings.topic_cluster_samples, key=b"samples", value=message
             )
-            for sample in samples
+            for message in encode_samples(samples)
         ]
         await asyncio.gather(*pending)
 
