@@ -20,7 +20,7 @@ from worker.features import AccountState, FeatureView  # noqa: E402
 from worker.rules import Definitions  # noqa: E402
 from worker.schedule import Schedule  # noqa: E402
 from worker.settings import Settings  # noqa: E402
-from worker.store import StateStore  # noqa: E402
+from worker.store import StateStore, encode_state_data  # noqa: E402
 
 TOPIC_SETTINGS = (
     "orders",
@@ -295,7 +295,6 @@ def write_states(
     """Write states like the worker's batch transaction does: the state key, the member
     sets of its memberships, the due and revenue sorted sets and the stream clock.
     Key names come from ``StateStore``. Returns how many states were written."""
-    import json
 
     import redis
 
@@ -308,7 +307,7 @@ def write_states(
         for prepared in states:
             account = prepared.account_id
             data = prepared.data
-            pipe.set(keys.state_key(account), json.dumps(data, separators=(",", ":")).encode())
+            pipe.set(keys.state_key(account), encode_state_data(data))
             for family, segments in data["memberships"].items():  # type: ignore[attr-defined]
                 for segment in segments:
                     pipe.sadd(keys.members_key(family, segment), account)

@@ -8,7 +8,8 @@ between, the batch is recomputed from the fresh states instead of overwriting th
 
 Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
 
-    seg:acct:{<account_id>}            JSON account state (features + memberships)
+    seg:acct:{<account_id>}            account state (features + memberships): zlib'd JSON,
+                                       or plain JSON (see ``encode_state``)
     seg:members:<family>:<segment>     SET of account ids
     seg:outbox                         HASH change_id -> SegmentChanged JSON
     seg:outbox:written                 ZSET change_id -> time written (for re-sends)
@@ -25,10 +26,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import zlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
@@ -59,14 +63,53 @@ class BatchResult:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
+#: zlib level of stored states. Measured on a year of synthetic history (~3.3 KB of JSON
+#: per account): level 1 stores 2.5x less at ~35 µs per state; level 6 only 6% less again
+#: for ~50% more CPU.
+STATE_ZLIB_LEVEL = 1
+#: States with less JSON than this are stored uncompressed (zlib gains little there).
+STATE_COMPRESS_MIN_BYTES = 128
+
+
 def encode_state(state: AccountState) -> bytes:
-    return json.dumps(state.to_dict(), separators=(",", ":")).encode()
+    """The stored form of ``state``: its JSON, zlib-compressed when that is smaller."""
+    return encode_state_data(state.to_dict())
+
+
+def encode_state_data(data: Mapping[str, Any]) -> bytes:
+    """The stored form of an ``AccountState.to_dict()`` (for tools writing states directly).
+
+    Plain JSON always starts with ``{``, a zlib stream never does (its header byte is
+    ``0x78``), so ``decode_state_data`` tells the two apart: states stored before
+    compression, or small ones, stay readable.
+    """
+    try:
+        raw = pydantic_core.to_json(data, inf_nan_mode="constants")
+    except pydantic_core.PydanticSerializationError:
+        # Not UTF-8 encodable (a lone surrogate): the stdlib escapes it.
+        raw = json.dumps(data, separators=(",", ":")).encode()
+    if len(raw) < STATE_COMPRESS_MIN_BYTES:
+        return raw
+    packed = zlib.compress(raw, STATE_ZLIB_LEVEL)
+    return packed if len(packed) < len(raw) else raw
 
 
 def decode_state(account_id: str, raw: bytes | None) -> AccountState:
     if raw is None:
         return AccountState(account_id)
-    return AccountState.from_dict(json.loads(raw))
+    return AccountState.from_dict(decode_state_data(raw))
+
+
+def decode_state_data(raw: bytes) -> dict[str, Any]:
+    """The ``AccountState.to_dict()`` stored as ``raw`` (by ``encode_state_data``)."""
+    if raw[:1] != b"{":
+        raw = zlib.decompress(raw)
+    try:
+        data: dict[str, Any] = pydantic_core.from_json(raw, cache_strings="keys")
+    except ValueError:
+        # The stdlib writes lone surrogates as escapes, which pydantic-core rejects.
+        data = json.loads(raw)
+    return data
 
 
 class StateStore:
@@ -151,8 +194,13 @@ class StateStore:
             pipe.delete(*(self.state_key(account) for account in erased))
             pipe.zrem(self.due_key, *erased)
             pipe.zrem(self.revenue_key, *erased)
-        for account in sorted(result.changed_accounts):
-            pipe.set(self.state_key(account), encode_state(states[account]))
+        if result.changed_accounts:
+            pipe.mset(
+                {
+                    self.state_key(account): encode_state(states[account])
+                    for account in sorted(result.changed_accounts)
+                }
+            )
         due = {account: at for account, at in result.due.items() if at is not None}
         if due:
             pipe.zadd(self.due_key, due)
@@ -165,19 +213,37 @@ class StateStore:
             pipe.zrem(self.revenue_key, *not_earning)
         if result.clock:
             pipe.zadd(self.clock_key, {"stream": result.clock}, gt=True)
+        if result.changes:
+            self._queue_changes(pipe, result.changes)
+
+    def _queue_changes(self, pipe: Any, changes: Sequence[SegmentChanged]) -> None:
+        """Member-set updates, outbox entries and flow counts of ``changes``, grouped into
+        a few commands per batch instead of four per change."""
         # Strictly increasing scores: a re-send reads the outbox back in write order (equal
         # scores would come back sorted by change_id, reversing exits and entries).
         now = max(time.time(), self._last_written + 1e-6)
-        self._last_written = now + len(result.changes) * 1e-6
-        for index, change in enumerate(result.changes):
+        self._last_written = now + len(changes) * 1e-6
+        # The last change of an account in a segment decides its membership, as if the
+        # SADDs and SREMs had run one by one (an entry and an exit in one batch).
+        member_of: dict[str, dict[str, bool]] = {}
+        outbox: dict[str, str] = {}
+        written: dict[str, float] = {}
+        flows: Counter[str] = Counter()
+        for index, change in enumerate(changes):
             key = self.members_key(change.family, change.segment_id)
-            if change.change == "entered":
-                pipe.sadd(key, change.account_id)
-            else:
-                pipe.srem(key, change.account_id)
-            pipe.hset(self.outbox_key, change.change_id, change.model_dump_json())
-            pipe.hincrby(self.flows_key, f"{change.family}/{change.segment_id}/{change.change}", 1)
-            pipe.zadd(self.outbox_written_key, {change.change_id: now + index * 1e-6})
+            member_of.setdefault(key, {})[change.account_id] = change.change == "entered"
+            outbox[change.change_id] = change.model_dump_json()
+            written[change.change_id] = now + index * 1e-6
+            flows[f"{change.family}/{change.segment_id}/{change.change}"] += 1
+        for key, members in member_of.items():
+            if entered := [account for account, member in members.items() if member]:
+                pipe.sadd(key, *entered)
+            if exited := [account for account, member in members.items() if not member]:
+                pipe.srem(key, *exited)
+        pipe.hset(self.outbox_key, mapping=outbox)
+        pipe.zadd(self.outbox_written_key, written)
+        for flow, count in flows.items():
+            pipe.hincrby(self.flows_key, flow, count)
 
     async def clear_outbox(self, change_ids: Sequence[str]) -> None:
         """Forget changes that Kafka has acknowledged."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.integration.harness import (
     produce,
     send,
 )
+from worker.store import decode_state_data
 
 DEFINITIONS = Path(__file__).with_name("definitions.yaml")
 T0 = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)
@@ -260,7 +260,7 @@ def test_events_in_exact_segment_changes_out(deployment, worker, changes):
     assert members("program", "never_participated") == {b"BOLT"}
     assert members("buyers", "big_spenders") == {b"ACME"}
     assert store.hlen(f"{deployment.name}:outbox") == 0
-    state = json.loads(store.get(f"{deployment.name}:acct:{{ACME}}"))
+    state = decode_state_data(store.get(f"{deployment.name}:acct:{{ACME}}"))
     assert sorted(state["memberships"]) == ["apriori", "buyers", "program"]
     store.close()
 
