@@ -2,7 +2,8 @@
 
 Pre-produces synthetic B2B history once, then lets each consumer group read the
 same topics from the start: first the trivial agent (``trivial_app.py``: batch and
-ack only), then the real worker (``segworker run``: decode, Redis, rules, changes).
+ack only), then the real worker (``segworker run``: decode, Redis, rules, changes); then both
+again with two processes in the group (scaling from 1 to 2 processes).
 Progress is read from each group's committed offsets, the same way for both, and
 the rate is measured from the first commit to the last, so group-join time is not
 counted. Prints events/s of both, the ratio, and the worker's peak memory.
@@ -52,19 +53,27 @@ def preproduce(settings: Settings, accounts: int, days: int, limit: int) -> int:
 def measure(
     name: str,
     command: list[str],
-    env: dict[str, str],
+    envs: list[dict[str, str]],
     group: str,
     settings: Settings,
     total: int,
     timeout: float,
 ) -> dict[str, float]:
-    """Rate from the group's first commit to its last, so group-join time is not counted."""
+    """Rate from the group's first commit to its last, so group-join time is not counted.
+
+    One process per environment in ``envs``, all in consumer group ``group``.
+    """
     progress = GroupProgress(settings, group)
-    log = Path(tempfile.mkdtemp(prefix="segworker-bench-")) / f"{name}.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
+    logs = Path(tempfile.mkdtemp(prefix="segworker-bench-"))
+    processes = []
+    for index, env in enumerate(envs):
+        with (logs / f"{name}-{index}.log").open("wb") as output:
+            processes.append(
+                subprocess.Popen(
+                    command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+                )
+            )
+    log = logs / f"{name}-*.log"
     first: tuple[float, int] | None = None
     last: tuple[float, int] = (time.monotonic(), 0)
     peak_rss = 0.0
@@ -76,18 +85,20 @@ def measure(
                     f"{name} did not finish in {timeout}s ({last[1]}/{total}); {log}"
                 )
             time.sleep(0.1)
-            if process.poll() is not None:
+            if any(process.poll() is not None for process in processes):
                 raise RuntimeError(f"{name} exited early; see {log}")
             done = progress.committed()
-            peak_rss = max(peak_rss, peak_rss_mib(process.pid))
+            peak_rss = max(peak_rss, *(peak_rss_mib(process.pid) for process in processes))
             now = time.monotonic()
             if done > 0 and first is None:
                 first = (now, done)
             if done != last[1]:
                 last = (now, done)
     finally:
-        process.terminate()
-        process.wait(20)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(20)
         progress.close()
     assert first is not None
     seconds = last[0] - first[0]
@@ -105,48 +116,81 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--limit", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--no-scaling",
+        dest="scaling",
+        action="store_false",
+        help="skip the runs with two processes per consumer group",
+    )
     args = parser.parse_args()
 
     with deployment("bench") as settings:
         started = time.monotonic()
         total = preproduce(settings, args.accounts, args.days, args.limit)
         console.print(f"pre-produced {total} events in {time.monotonic() - started:.1f}s")
-        trivial = measure(
-            "trivial",
-            [sys.executable, "bench/trivial_app.py"],
-            worker_env(settings, BENCH_TRIVIAL_APP_ID="bench-trivial"),
-            "bench-trivial",
-            settings,
-            total,
-            args.timeout,
-        )
-        full = measure(
-            "worker",
-            [sys.executable, "-m", "worker.cli", "run"],
-            worker_env(settings),
-            settings.app_id,
-            settings,
-            total,
-            args.timeout,
-        )
+        results = {}
+        for processes in (1, 2) if args.scaling else (1,):
+            suffix = "" if processes == 1 else f"-{processes}p"
+            trivial_group = f"bench-trivial{suffix}"
+            results[("trivial Faust agent", processes)] = measure(
+                f"trivial{suffix}",
+                [sys.executable, "bench/trivial_app.py"],
+                [
+                    worker_env(settings, BENCH_TRIVIAL_APP_ID=trivial_group)
+                    for _ in range(processes)
+                ],
+                trivial_group,
+                settings,
+                total,
+                args.timeout,
+            )
+            # Its own consumer group and Redis keys: the run starts from empty state.
+            worker_settings = settings.model_copy(
+                update={
+                    "app_id": f"{settings.app_id}{suffix}",
+                    "redis_key_prefix": f"{settings.redis_key_prefix}{suffix}",
+                }
+            )
+            results[("full worker", processes)] = measure(
+                f"worker{suffix}",
+                [sys.executable, "-m", "worker.cli", "run"],
+                [worker_env(worker_settings) for _ in range(processes)],
+                worker_settings.app_id,
+                settings,
+                total,
+                args.timeout,
+            )
 
     table = Table(
         title=f"throughput, {total} events, {args.accounts} accounts "
         f"({datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()})"
     )
-    for column in ("consumer", "events measured", "seconds", "events/s", "peak RSS MiB"):
+    for column in ("consumer", "processes", "events measured", "seconds", "events/s"):
         table.add_column(column, justify="right")
-    for name, result in (("trivial Faust agent", trivial), ("full worker", full)):
+    table.add_column("peak RSS MiB (per process)", justify="right")
+    for (name, processes), result in results.items():
         table.add_row(
             name,
+            str(processes),
             f"{result['events']:.0f}",
             f"{result['seconds']:.2f}",
             f"{result['rate']:,.0f}",
             f"{result['rss_mib']:.0f}",
         )
     console.print(table)
-    console.print(f"full worker / trivial agent: [bold]{full['rate'] / trivial['rate']:.0%}[/bold]")
+    for processes in sorted({p for _, p in results}):
+        ratio = (
+            results[("full worker", processes)]["rate"]
+            / results[("trivial Faust agent", processes)]["rate"]
+        )
+        console.print(
+            f"{processes} process(es): full worker / trivial agent: [bold]{ratio:.0%}[/bold]"
+        )
+    if args.scaling:
+        for name in ("trivial Faust agent", "full worker"):
+            gain = results[(name, 2)]["rate"] / results[(name, 1)]["rate"]
+            console.print(f"{name}: 2 processes / 1 process: [bold]{gain:.2f}x[/bold]")
     return 0
 
 
