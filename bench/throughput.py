@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,9 +97,13 @@ def measure(
                 last = (now, done)
     finally:
         for process in processes:
-            process.terminate()
+            process.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
         for process in processes:
-            process.wait(20)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
         progress.close()
     assert first is not None
     seconds = last[0] - first[0]
@@ -116,6 +121,12 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--limit", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the single full worker under py-spy (pip install py-spy) and write its "
+        "collapsed stacks to FILE (summarise with bench/stacks.py)",
+    )
     parser.add_argument(
         "--no-scaling",
         dest="scaling",
@@ -151,9 +162,24 @@ def main() -> int:
                     "redis_key_prefix": f"{settings.redis_key_prefix}{suffix}",
                 }
             )
+            command = [sys.executable, "-m", "worker.cli", "run"]
+            if args.profile and processes == 1:
+                spy = Path(sys.executable).with_name("py-spy")
+                command = [
+                    str(spy),
+                    "record",
+                    "--format",
+                    "raw",
+                    "-r",
+                    "200",
+                    "-o",
+                    args.profile,
+                    "--",
+                    *command,
+                ]
             results[("full worker", processes)] = measure(
                 f"worker{suffix}",
-                [sys.executable, "-m", "worker.cli", "run"],
+                command,
                 [worker_env(worker_settings) for _ in range(processes)],
                 worker_settings.app_id,
                 settings,

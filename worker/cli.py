@@ -308,9 +308,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_worker(app: object, settings: Settings) -> None:
+    import gc
+
     import faust
 
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)  # type: ignore[arg-type]
+    # Everything loaded so far (faust, river, scipy, ...) lives as long as the process;
+    # frozen, the collector stops re-scanning it for every batch's short-lived objects
+    # (measured: state loading took half the time).
+    gc.collect()
+    gc.freeze()
     worker.execute_from_commandline()
 
 

@@ -295,7 +295,7 @@ def _standardise(x: Sequence[float], means: Sequence[float], stds: Sequence[floa
 
 
 def _distance(a: Sequence[float], b: Sequence[float]) -> float:
-    return math.sqrt(sum((ai - bi) ** 2 for ai, bi in zip(a, b, strict=True)))
+    return math.dist(a, b)  # C: an account's assignment computes k of these per event
 
 
 # --------------------------------------------------------------------------- snapshot

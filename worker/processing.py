@@ -179,6 +179,8 @@ def _assign_cluster(
     old_id = next(iter(current), None)
     distances = snapshot.distances(view)
     new_id = clustering.assign(view, snapshot, old_id, margin, distances)
+    if new_id == old_id:
+        return dict(current), []  # the usual case: no reason to build
     target = _cluster_match(snapshot, new_id, view, distances)
     exit_reason = (
         f"centroid {new_id} is closer ({distances[new_id]:.3f} vs "
