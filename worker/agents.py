@@ -100,7 +100,7 @@ class BatchProcessor:
                     lambda states, globals: self._apply(states, globals, events),
                 ),
             )
-            await self.deliver(result.changes)
+            await self.deliver(result.changes, result.resend)
             await self._send_samples(result.samples)
             for (event_type, outcome), count in result.outcomes.items():
                 self.metrics.events.labels(event_type, outcome).inc(count)
@@ -199,18 +199,29 @@ class BatchProcessor:
                     lambda states, globals: self._reevaluate(states, globals, cause, at, only),
                 ),
             )
-            await self.deliver(result.changes)
+            await self.deliver(result.changes, result.resend)
             await self._send_samples(result.samples)
             total.changes.extend(result.changes)
         return total
 
-    async def deliver(self, changes: Sequence[SegmentChanged]) -> None:
-        """Send changes, then clear them from the outbox; retried until both succeed."""
-        if not changes:
+    async def deliver(
+        self, changes: Sequence[SegmentChanged], resend: Sequence[SegmentChanged] = ()
+    ) -> None:
+        """Send changes, then clear them from the outbox; retried until both succeed.
+
+        ``resend``: an earlier writer's undelivered changes of the same accounts (a sweep
+        of another worker, say); sent first, so the topic never has a newer change of an
+        account before an older one. The other writer's own copies come later, with the
+        same ids.
+        """
+        if not changes and not resend:
             return
-        await self._retrying("kafka", lambda: self.sender.send_changes(changes))
+        outgoing = [*resend, *changes]
+        if resend:
+            self.metrics.outbox_resent.inc(len(resend))
+        await self._retrying("kafka", lambda: self.sender.send_changes(outgoing))
         await self._retrying(
-            "redis", lambda: self.store.clear_outbox([c.change_id for c in changes])
+            "redis", lambda: self.store.clear_outbox([c.change_id for c in outgoing])
         )
         for change in changes:
             self.metrics.changes.labels(change.family, change.change).inc()

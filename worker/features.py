@@ -155,6 +155,9 @@ class AccountState:
     #: ``[definitions fingerprint, next due time]`` of the last full evaluation, cleared
     #: by every applied event until it is evaluated (see ``worker.impact``)
     evaluated: list[Any] = field(default_factory=list)
+    #: ids of the changes the last write of this account put in the outbox; the next
+    #: writer delivers those still there before its own (``worker.store``)
+    unsent: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -59,6 +59,9 @@ class BatchResult:
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     erased: set[str] = field(default_factory=set)
+    #: changes an earlier writer of these accounts committed and may not have delivered
+    #: yet: sent before ``changes``, so a second writer never overtakes the first
+    resend: list[SegmentChanged] = field(default_factory=list)
 
     def count(self, event_type: str, outcome: str) -> None:
         key = (event_type, outcome)
@@ -182,7 +185,10 @@ class StateStore:
                         a: decode_state(a, raw)
                         for a, raw in zip(accounts, raws[: len(keys)], strict=True)
                     }
+                    unsent = [cid for a in accounts for cid in states[a].unsent]
+                    pending = await self._still_in_outbox(pipe, unsent) if unsent else []
                     result = mutate(states, self._globals(raws[len(keys) :]))
+                    result.resend = pending
                     pipe.multi()
                     self._queue_writes(pipe, states, result)
                     await pipe.execute()
@@ -192,6 +198,11 @@ class StateStore:
                     # progress): recompute from what it wrote.
                     continue
 
+    async def _still_in_outbox(self, pipe: Any, change_ids: list[str]) -> list[SegmentChanged]:
+        """Those of ``change_ids`` still in the outbox (not yet delivered), in that order."""
+        raws = await pipe.hmget(self.outbox_key, change_ids)
+        return [SegmentChanged.model_validate_json(raw) for raw in raws if raw is not None]
+
     def _queue_writes(
         self, pipe: Any, states: dict[str, AccountState], result: BatchResult
     ) -> None:
@@ -200,6 +211,11 @@ class StateStore:
             pipe.delete(*(self.state_key(account) for account in erased))
             pipe.zrem(self.due_key, *erased)
             pipe.zrem(self.revenue_key, *erased)
+        unsent: dict[str, list[str]] = {}
+        for change in result.changes:
+            unsent.setdefault(change.account_id, []).append(change.change_id)
+        for account in result.changed_accounts:
+            states[account].unsent = unsent.get(account, [])
         if result.changed_accounts:
             pipe.mset(
                 {

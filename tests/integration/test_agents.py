@@ -220,3 +220,34 @@ async def test_a_resent_outbox_keeps_the_order_changes_were_written_in(processor
         ("big", "entered"),
         ("big", "exited"),
     ]
+
+
+async def test_a_later_writer_delivers_an_earlier_writers_pending_changes_first(
+    processor, redis_client
+):
+    """Two writers of one account (a sweep of the old owner during a rebalance, say): the
+    later one must not put its changes on the topic before the earlier one's."""
+
+    class Stalled(Exception):
+        pass
+
+    processor.sender.failures = [Stalled("committed, not yet delivered")]
+    with pytest.raises(Stalled):
+        await processor.process([record(0, order(1, "A", 0, 1500.0))])
+    earlier = [c.change_id for c in await processor.store.stale_outbox(0)]
+    assert len(earlier) == 2
+
+    returned = {
+        "type": "order_returned", "event_id": "r1", "account_id": "A",
+        "occurred_at": (T0 + timedelta(days=1)).isoformat(), "order_id": "o1", "amount": 1000.0,
+    }  # fmt: skip
+    await processor.process([record(1, returned)])
+    sent = processor.sender.changes
+    assert [c.change_id for c in sent[:2]] == earlier  # the earlier writer's, first
+    assert [(c.segment_id, c.change) for c in sent[2:]] == [("big", "exited")]
+    assert redis_client.hlen("seg:outbox") == 0
+    assert metric(processor, "segworker_outbox_resent_total") == 2
+
+    # delivered: nothing is sent twice by the next writer
+    await processor.process([record(2, order(3, "A", 2, 10.0))])
+    assert len(processor.sender.changes) == len(sent)

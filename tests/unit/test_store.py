@@ -256,8 +256,12 @@ def test_grouped_writes_equal_the_changes_applied_one_by_one(
     assert list(written) == [c.change_id for c in changes]
     scores = list(written.values())
     assert all(a < b for a, b in itertools.pairwise(scores))  # write order
+    unsent: dict[str, list[str]] = {}
+    for written_change in changes:
+        unsent.setdefault(written_change.account_id, []).append(written_change.change_id)
     assert grouped.strings == {
-        store.state_key(a): encode_state(AccountState(a)) for a in result.changed_accounts
+        store.state_key(a): encode_state(AccountState(a, unsent=unsent.get(a, [])))
+        for a in result.changed_accounts
     }
 
 
