@@ -1,4 +1,4 @@
-"""The value family: ABC / Pareto tiers on trailing-year revenue, momentum, inactivity, CLV.
+"""Figures of the value family: ABC / Pareto cut-offs on trailing-year revenue, and CLV.
 
 Pure: no I/O and no clocks; the caller passes every figure in.
 
@@ -39,19 +39,13 @@ gets revenue is an A until the thresholds are recomputed, as it would be in the 
 :func:`compute_thresholds` is O(n log n): about 20 ms for 100 000 accounts on a 2-core machine,
 of which the sort is most.
 
-Segments (:func:`assign`, first match wins)
--------------------------------------------
-1. ``prospect``: never ordered (``recency_days`` is ``None``);
-2. ``inactive``: ``recency_days >= inactive_after_days`` (365), so the account leaves
-   mailing segments;
-3. ``A``: ``revenue_365d >= a_min``;
-4. ``B1`` / ``B2``: ``revenue_365d >= b_min``; ``B1`` when ``momentum_90d >= momentum_threshold``
-   (1.0, i.e. growing), ``B2`` otherwise, including unknown momentum;
-5. ``C1`` / ``C2``: the rest, including recent buyers with revenue <= 0, split like B.
-
-When the thresholds change, only accounts whose revenue lies in one of the intervals of
-:func:`affected_revenue_range` can change tier; the rule texts (which quote the cut-offs) of
-the others change, their segments do not.
+Segments
+--------
+The segments are plain definitions (family ``value`` in ``worker/definitions/default.yaml``)
+over the features above and ``value_a_min`` / ``value_b_min``, the global features that carry
+the current cut-offs (:mod:`worker.features`). When the thresholds change, only accounts whose
+revenue lies in one of the intervals of :func:`affected_revenue_range` can change tier; the
+others keep their segments.
 
 Customer lifetime value (:func:`clv_estimate`)
 ----------------------------------------------
@@ -70,13 +64,8 @@ Examples
 >>> thresholds = compute_thresholds([50_000.0, 20_000.0, 8_000.0, 15_000.0, 4_000.0, 3_000.0])
 >>> thresholds.a_min, thresholds.b_min
 (15000.0, 4000.0)
->>> match = assign({"revenue_365d": 12_000.0, "momentum_90d": 1.3, "recency_days": 20},
-...                thresholds, ValueSettings())
->>> match.segment_id
-'B1'
->>> match.reason()
-'revenue_365d >= 4000.0 (next 15 % of revenue) and momentum_90d >= 1.0 \
-(revenue_365d=12000, momentum_90d=1.3, recency_days=20)'
+>>> [thresholds.tier(revenue) for revenue in (20_000.0, 12_000.0, 3_000.0)]
+['A', 'B', 'C']
 """
 
 from __future__ import annotations
@@ -90,16 +79,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from worker.rules import Match
-
 __all__ = [
     "NO_REVENUE_CUTOFF",
-    "VALUE_SEGMENTS",
     "Thresholds",
     "Tier",
-    "ValueSettings",
     "affected_revenue_range",
-    "assign",
     "clv_estimate",
     "compute_thresholds",
     "offline_abc",
@@ -110,9 +94,6 @@ __all__ = [
 ]
 
 Tier = Literal["A", "B", "C"]
-
-#: Every segment of the value family, best first.
-VALUE_SEGMENTS: tuple[str, ...] = ("A", "B1", "B2", "C1", "C2", "inactive", "prospect")
 
 #: ``a_min`` and ``b_min`` when no account has revenue: any positive revenue is an A.
 NO_REVENUE_CUTOFF = 5e-324
@@ -133,41 +114,9 @@ def _check_shares(a_share: float, b_share: float) -> None:
         raise ValueError(f"b_share must be in [0, 1 - a_share], got {b_share!r}")
 
 
-def _percent(share: float) -> str:
-    """``0.8`` → ``'80'``; rounding hides float noise such as ``1 - 0.8 - 0.15``."""
-    return f"{round(max(share, 0.0) * 100, 2):g}"
-
-
 # --------------------------------------------------------------------------------------
-# Settings and thresholds
+# Thresholds
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ValueSettings:
-    """How the value family is cut.
-
-    Examples
-    --------
-    >>> ValueSettings(a_share=0.7, b_share=0.2).inactive_after_days
-    365
-    >>> ValueSettings(a_share=0.9, b_share=0.2)
-    Traceback (most recent call last):
-    ...
-    ValueError: b_share must be in [0, 1 - a_share], got 0.2
-    """
-
-    a_share: float = 0.8
-    b_share: float = 0.15
-    momentum_threshold: float = 1.0
-    inactive_after_days: int = 365
-
-    def __post_init__(self) -> None:
-        _check_shares(self.a_share, self.b_share)
-        if not math.isfinite(self.momentum_threshold):
-            raise ValueError(f"momentum_threshold must be finite, got {self.momentum_threshold!r}")
-        if self.inactive_after_days < 1:
-            raise ValueError(f"inactive_after_days must be >= 1, got {self.inactive_after_days!r}")
 
 
 @dataclass(frozen=True)
@@ -375,66 +324,6 @@ def affected_revenue_range(old: Thresholds | None, new: Thresholds) -> list[tupl
         else:
             merged.append((low, high))
     return merged
-
-
-# --------------------------------------------------------------------------------------
-# Segment assignment
-# --------------------------------------------------------------------------------------
-
-
-def assign(features: Mapping[str, Any], thresholds: Thresholds, settings: ValueSettings) -> Match:
-    """The value segment of one account, with a rule text that quotes the cut-off.
-
-    Reads ``recency_days``, ``revenue_365d`` (missing counts as 0) and ``momentum_90d``.
-
-    Examples
-    --------
-    >>> t = Thresholds(a_min=48210.5, b_min=9100.0, total_revenue=1e6, accounts=120)
-    >>> s = ValueSettings()
-    >>> assign({"recency_days": None}, t, s).reason()
-    'recency_days == null (never ordered) (recency_days=null)'
-    >>> assign({"recency_days": 400, "revenue_365d": 0.0}, t, s).reason()
-    'recency_days >= 365 (no order for 365 days) (recency_days=400)'
-    >>> assign({"recency_days": 3, "revenue_365d": 50000.0}, t, s).reason()
-    'revenue_365d >= 48210.5 (top 80 % of revenue) (revenue_365d=50000, recency_days=3)'
-    >>> assign({"recency_days": 3, "revenue_365d": 500.0, "momentum_90d": None}, t, s).rule
-    'revenue_365d < 9100.0 (remaining 5 % of revenue) and \
-(momentum_90d < 1.0 or momentum_90d == null)'
-    """
-    recency = features.get("recency_days")
-    if recency is None:
-        return Match("prospect", "recency_days == null (never ordered)", {"recency_days": None})
-    limit = settings.inactive_after_days
-    if recency >= limit:
-        rule = f"recency_days >= {limit} (no order for {limit} days)"
-        return Match("inactive", rule, {"recency_days": recency})
-    revenue = features.get("revenue_365d") or 0.0
-    tier = thresholds.tier(revenue)
-    if tier == "A":
-        values = {"revenue_365d": revenue, "recency_days": recency}
-        return Match("A", _revenue_rule("A", thresholds), values)
-    momentum = features.get("momentum_90d")
-    growing = momentum is not None and momentum >= settings.momentum_threshold
-    cut = repr(float(settings.momentum_threshold))
-    momentum_rule = (
-        f"momentum_90d >= {cut}" if growing else f"(momentum_90d < {cut} or momentum_90d == null)"
-    )
-    values = {"revenue_365d": revenue, "momentum_90d": momentum, "recency_days": recency}
-    segment_id = f"{tier}{1 if growing else 2}"
-    return Match(segment_id, f"{_revenue_rule(tier, thresholds)} and {momentum_rule}", values)
-
-
-def _revenue_rule(tier: Tier, thresholds: Thresholds) -> str:
-    """The revenue part of a rule text, e.g. ``revenue_365d >= 9100.0 (next 15 % of revenue)``."""
-    if not thresholds.ranked:
-        return "revenue_365d > 0 (no revenue ranked yet)" if tier == "A" else "revenue_365d <= 0"
-    a_share, b_share = thresholds.a_share, thresholds.b_share
-    if tier == "A":
-        return f"revenue_365d >= {thresholds.a_min!r} (top {_percent(a_share)} % of revenue)"
-    if tier == "B":
-        return f"revenue_365d >= {thresholds.b_min!r} (next {_percent(b_share)} % of revenue)"
-    rest = _percent(1.0 - a_share - b_share)
-    return f"revenue_365d < {thresholds.b_min!r} (remaining {rest} % of revenue)"
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests of the value family: ABC thresholds, the offline reference, assign, CLV."""
+"""Tests of the value family: ABC thresholds, the offline reference, the segments, CLV."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.rules import Match
+from worker.features import VOCABULARY
+from worker.rules import evaluate_family, load_definitions
+from worker.settings import DEFAULT_DEFINITIONS
 from worker.value import (
     NO_REVENUE_CUTOFF,
-    VALUE_SEGMENTS,
     Thresholds,
-    ValueSettings,
     affected_revenue_range,
-    assign,
     clv_estimate,
     compute_thresholds,
     offline_abc,
@@ -160,8 +159,6 @@ def test_invalid_shares_are_rejected(a_share: float, b_share: float) -> None:
         compute_thresholds([1.0], a_share, b_share)
     with pytest.raises(ValueError, match="share"):
         offline_abc({"x": 1.0}, a_share, b_share)
-    with pytest.raises(ValueError, match="share"):
-        ValueSettings(a_share=a_share, b_share=b_share)
 
 
 def test_compute_thresholds_agrees_with_the_reference_at_100k_accounts() -> None:
@@ -260,16 +257,33 @@ def test_affected_revenue_range_cases() -> None:
     assert affected_revenue_range(old, thresholds(5000.0, 1500.0)) == [(200.0, 5000.0)]
 
 
-# -- assign -------------------------------------------------------------------------------
+# -- the value family in the default definitions -------------------------------------------
 
+VALUE = load_definitions(DEFAULT_DEFINITIONS, VOCABULARY).family("value")
 CUTS = thresholds(48210.5, 9100.0)
-DEFAULTS = ValueSettings()
 
 
-def features(
-    revenue: float | None = 0.0, momentum: float | None = None, recency: int | None = 10
-) -> dict[str, Any]:
-    return {"revenue_365d": revenue, "momentum_90d": momentum, "recency_days": recency}
+def value_segment(
+    cuts: Thresholds,
+    revenue: float = 0.0,
+    momentum: float | None = None,
+    recency: int | None = 10,
+) -> str:
+    features = {
+        "revenue_365d": revenue,
+        "value_a_min": cuts.a_min,
+        "value_b_min": cuts.b_min,
+        "momentum_90d": momentum,
+        "recency_days": recency,
+    }
+    (match,) = evaluate_family(VALUE, features)
+    return match.segment_id
+
+
+def test_value_segments() -> None:
+    assert VALUE.exclusive
+    ids = [segment.id for segment in VALUE.segments]
+    assert ids == ["prospect", "inactive", "a", "b1", "b2", "c1", "c2"]
 
 
 @pytest.mark.parametrize(
@@ -278,94 +292,55 @@ def features(
         (0.0, None, None, "prospect"),
         (1e6, 2.0, None, "prospect"),
         (1e6, 2.0, 365, "inactive"),
-        (1e6, 2.0, 364, "A"),
-        (48210.5, None, 10, "A"),
-        (48210.49, 1.0, 10, "B1"),
-        (9100.0, 1.5, 10, "B1"),
-        (9100.0, 0.99, 10, "B2"),
-        (9100.0, None, 10, "B2"),
-        (9099.99, 1.0, 10, "C1"),
-        (500.0, 0.2, 10, "C2"),
-        (500.0, None, 10, "C2"),
-        (0.0, None, 0, "C2"),
-        (-120.0, 3.0, 30, "C1"),
-        (None, None, 30, "C2"),
+        (1e6, 2.0, 364, "a"),
+        (48210.5, None, 10, "a"),
+        (48210.49, 1.0, 10, "b1"),
+        (9100.0, 1.5, 10, "b1"),
+        (9100.0, 0.99, 10, "b2"),
+        (9100.0, None, 10, "b2"),
+        (9099.99, 1.0, 10, "c1"),
+        (500.0, 0.2, 10, "c2"),
+        (500.0, None, 10, "c2"),
+        (0.0, None, 0, "c2"),
+        (-120.0, 3.0, 30, "c1"),
     ],
 )
-def test_assign_branches(
-    revenue: float | None, momentum: float | None, recency: int | None, segment: str
+def test_value_family_branches(
+    revenue: float, momentum: float | None, recency: int | None, segment: str
 ) -> None:
-    match = assign(features(revenue, momentum, recency), CUTS, DEFAULTS)
-    assert isinstance(match, Match)
-    assert match.segment_id == segment
+    assert value_segment(CUTS, revenue, momentum, recency) == segment
 
 
-def test_inactive_boundary_follows_settings() -> None:
-    short = ValueSettings(inactive_after_days=90)
-    assert assign(features(1e6, recency=89), CUTS, short).segment_id == "A"
-    assert assign(features(1e6, recency=90), CUTS, short).segment_id == "inactive"
-    assert assign(features(1e6, recency=364), CUTS, DEFAULTS).segment_id == "A"
-    assert assign(features(1e6, recency=365), CUTS, DEFAULTS).segment_id == "inactive"
-
-
-def test_momentum_threshold_follows_settings() -> None:
-    strict = ValueSettings(momentum_threshold=1.2)
-    assert assign(features(10_000.0, 1.1), CUTS, strict).segment_id == "B2"
-    assert assign(features(10_000.0, 1.2), CUTS, strict).segment_id == "B1"
-    assert "momentum_90d >= 1.2" in assign(features(10_000.0, 1.2), CUTS, strict).rule
-
-
-def test_reasons_quote_the_cut_off_and_the_values() -> None:
-    a = assign(features(50_000.0, 0.5, 3), CUTS, DEFAULTS)
-    assert a.reason() == (
-        "revenue_365d >= 48210.5 (top 80 % of revenue) (revenue_365d=50000, recency_days=3)"
-    )
-    b1 = assign(features(9100.0, 1.25, 12), CUTS, DEFAULTS)
-    assert b1.rule == "revenue_365d >= 9100.0 (next 15 % of revenue) and momentum_90d >= 1.0"
-    assert b1.values == {"revenue_365d": 9100.0, "momentum_90d": 1.25, "recency_days": 12}
-    assert "(revenue_365d=9100, momentum_90d=1.25, recency_days=12)" in b1.reason()
-    c2 = assign(features(-5.0, None, 40), CUTS, DEFAULTS)
-    assert c2.rule == (
-        "revenue_365d < 9100.0 (remaining 5 % of revenue)"
-        " and (momentum_90d < 1.0 or momentum_90d == null)"
-    )
-    assert "momentum_90d=null" in c2.reason()
-    inactive = assign(features(9100.0, 1.0, 400), CUTS, DEFAULTS)
-    assert inactive.reason() == "recency_days >= 365 (no order for 365 days) (recency_days=400)"
-    prospect = assign(features(recency=None), CUTS, DEFAULTS)
-    assert prospect.reason() == "recency_days == null (never ordered) (recency_days=null)"
-
-
-def test_assign_without_ranked_revenue() -> None:
+def test_value_family_without_ranked_revenue() -> None:
+    # The no-revenue fallback cut-offs make every account with revenue an A.
     empty = compute_thresholds([])
-    a = assign(features(0.01, None, 5), empty, DEFAULTS)
-    assert (a.segment_id, a.rule) == ("A", "revenue_365d > 0 (no revenue ranked yet)")
-    c = assign(features(0.0, 1.5, 5), empty, DEFAULTS)
-    assert (c.segment_id, c.rule) == ("C1", "revenue_365d <= 0 and momentum_90d >= 1.0")
+    assert value_segment(empty, 0.01, None, 5) == "a"
+    assert value_segment(empty, 0.0, 1.5, 5) == "c1"
 
 
 @given(
-    st.one_of(st.none(), free_revenue),
+    free_revenue,
     st.one_of(st.none(), st.floats(0, 10, allow_nan=False)),
     st.one_of(st.none(), st.integers(0, 2000)),
     revenue_dicts(),
 )
-def test_assign_agrees_with_the_tier_and_names_a_known_segment(
-    revenue: float | None,
+def test_value_family_agrees_with_the_tier(
+    revenue: float,
     momentum: float | None,
     recency: int | None,
     revenues: dict[str, float],
 ) -> None:
     t = compute_thresholds(revenues.values())
-    match = assign(features(revenue, momentum, recency), t, DEFAULTS)
-    assert match.segment_id in VALUE_SEGMENTS
-    if recency is not None and recency < DEFAULTS.inactive_after_days:
-        assert match.segment_id[0] == t.tier(revenue or 0.0)
-        assert match.values["revenue_365d"] == (revenue or 0.0)
-
-
-def test_value_segments() -> None:
-    assert VALUE_SEGMENTS == ("A", "B1", "B2", "C1", "C2", "inactive", "prospect")
+    segment = value_segment(t, revenue, momentum, recency)
+    if recency is None:
+        assert segment == "prospect"
+    elif recency >= 365:
+        assert segment == "inactive"
+    else:
+        assert segment[0] == t.tier(revenue).lower()
+        if segment != "a":
+            growing = momentum is not None and momentum >= 1.0
+            assert segment[1] == ("1" if growing else "2")
 
 
 # -- clv_estimate -------------------------------------------------------------------------
