@@ -92,7 +92,7 @@ def raw_sample(view: FeatureView, spec: clustering.FeatureSpec) -> dict[str, Any
 _DESCRIPTIONS: dict[int, tuple[ClusterSnapshot, dict[str, str]]] = {}
 
 
-def _descriptions(snapshot: ClusterSnapshot) -> dict[str, str]:
+def cluster_descriptions(snapshot: ClusterSnapshot) -> dict[str, str]:
     """The clusters' descriptions, once per snapshot object.
 
     Keyed by identity: hashing a snapshot (a deep frozen dataclass) on every
@@ -160,7 +160,7 @@ def _cluster_match(
     values = {**raw_sample(view, snapshot.spec)}
     if cluster_id in distances:
         values["distance"] = round(distances[cluster_id], 4)
-    description = _descriptions(snapshot).get(cluster_id, "")
+    description = cluster_descriptions(snapshot).get(cluster_id, "")
     return Match(
         cluster_id,
         f"nearest centroid of {snapshot.spec.name} model v{snapshot.version}: {description}",

@@ -15,9 +15,8 @@ from typing import Any
 
 import faust
 
-from worker.clustering import describe
 from worker.metrics import Metrics
-from worker.processing import membership_reasons
+from worker.processing import cluster_descriptions, membership_reasons
 from worker.rules import Definitions
 from worker.store import StateStore
 
@@ -99,7 +98,7 @@ async def segment_overview(store: StateStore, definitions: Definitions) -> list[
     ]
     for family, snapshot in (await store.load_globals()).clusters.items():
         if snapshot is not None:
-            descriptions = describe(snapshot)
+            descriptions = cluster_descriptions(snapshot)
             described += [(family, c, descriptions[c]) for c in snapshot.ids]
     async with store.redis.pipeline(transaction=False) as pipe:
         for family, segment, _ in described:
