@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,6 +18,7 @@ from worker.cli import connected_settings  # noqa: E402
 from worker.clustering import ClusterSnapshot  # noqa: E402
 from worker.embedded import create_topics, free_port, import_kafka_python  # noqa: E402
 from worker.features import AccountState, FeatureView  # noqa: E402
+from worker.impact import Impact  # noqa: E402
 from worker.rules import Definitions  # noqa: E402
 from worker.schedule import Schedule  # noqa: E402
 from worker.settings import Settings  # noqa: E402
@@ -199,9 +201,14 @@ class WorkerProcess:
         self.env = worker_env(settings, PYTHONUNBUFFERED="1", **extra_env)
         self.web_port = int(self.env["SEGWORKER_WEB_PORT"])
         self.log_path = Path(tempfile.mkdtemp(prefix="segworker-bench-")) / f"{name}.log"
+        command = list(command or [sys.executable, "-m", "worker.cli", "run"])
+        if profile := os.environ.get("BENCH_PROFILE"):
+            # py-spy (pip install py-spy) records the worker; summarise with bench/stacks.py
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            command = [spy, "record", "--format", "raw", "-r", "100", "-o", profile, "--", *command]
         with self.log_path.open("wb") as output:
             self.process = subprocess.Popen(
-                command or [sys.executable, "-m", "worker.cli", "run"],
+                command,
                 cwd=ROOT,
                 env=self.env,
                 stdout=output,
@@ -250,7 +257,7 @@ class WorkerProcess:
         import subprocess
 
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)  # a clean stop; py-spy writes its profile
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -286,7 +293,9 @@ def prepare(state: AccountState, schedule: Schedule) -> PreparedState:
     """The state with its sweep due time and trailing-year revenue, as the worker indexes
     a changed account (``BatchProcessor._index``)."""
     revenue = FeatureView(state, state.now_day)["revenue_365d"]
-    return PreparedState(state.account_id, state.to_dict(), schedule.next_due(state), revenue)
+    due = schedule.next_due(state)
+    Impact(schedule.definitions).mark(state, due)  # fully evaluated, as _index records it
+    return PreparedState(state.account_id, state.to_dict(), due, revenue)
 
 
 def write_states(
@@ -337,6 +346,7 @@ class History:
     thresholds: dict[str, object]
     snapshots: dict[str, ClusterSnapshot]
     seconds: float
+    definitions: Definitions
 
 
 def fold_history(
@@ -406,7 +416,12 @@ def fold_history(
         at = now if due is not None and due <= now else None
         evaluate(state, definitions, "bench:settle", globals, at=at)
     return History(
-        list(states.values()), count, thresholds, snapshots, time.perf_counter() - started
+        list(states.values()),
+        count,
+        thresholds,
+        snapshots,
+        time.perf_counter() - started,
+        definitions,
     )
 
 
@@ -431,6 +446,8 @@ def write_globals(redis_url: str, prefix: str, history: History) -> None:
     keys = StateStore(None, prefix, families)  # type: ignore[arg-type]
     try:
         client.set(keys.thresholds_key, json.dumps(history.thresholds))
+        impact = Impact(history.definitions)
+        client.set(keys.definitions_key(impact.fingerprint), json.dumps(impact.family_fingerprints))
         for family, snapshot in history.snapshots.items():
             client.set(keys.cluster_keys[family], snapshot.to_json())
     finally:

@@ -41,6 +41,7 @@ from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from worker.cli import freeze_loaded_objects
 from worker.features import VOCABULARY
 from worker.operations import RecomputeReport, recompute
 from worker.rules import Definitions, load_definitions
@@ -110,6 +111,7 @@ def produced(settings: Settings) -> int:
 
 
 def timed(step: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
+    freeze_loaded_objects()  # as `segworker recompute` does before it starts
     started = time.perf_counter()
     result = asyncio.run(step())  # type: ignore[arg-type]
     return result, time.perf_counter() - started

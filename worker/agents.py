@@ -21,6 +21,7 @@ from collections.abc import (
     Callable,
     Container,
     Iterable,
+    Mapping,
     Sequence,
 )
 from datetime import UTC, datetime
@@ -107,6 +108,16 @@ class BatchProcessor:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
+    async def record_definitions(self) -> None:
+        """Store what each family of these definitions is (see ``reevaluate``'s ``previous``)."""
+        impact = self.impact
+        await self._retrying(
+            "redis",
+            lambda: self.store.save_family_fingerprints(
+                impact.fingerprint, impact.family_fingerprints
+            ),
+        )
+
     async def now(self) -> float | None:
         """Current time for sweeps: stream time (largest event time seen) or wall clock."""
         if self.settings.time_mode == "wall":
@@ -186,8 +197,15 @@ class BatchProcessor:
         cause: str,
         at: float | None = None,
         only: Container[str] | None = None,
+        previous: Mapping[str, Mapping[str, str]] | None = None,
     ) -> BatchResult:
-        """Evaluate stored accounts again (time passed, cut-offs moved) and deliver changes."""
+        """Evaluate stored accounts again (time passed, cut-offs moved) and deliver changes.
+
+        ``previous``: family fingerprints of earlier definitions versions
+        (``StateStore.load_family_fingerprints``); with it, families defined as when the
+        account was last evaluated are not evaluated again unless time may have changed
+        them (a recompute after a definitions change evaluates the changed families).
+        """
         total = BatchResult()
         size = self.settings.sweep_batch_size
         for start in range(0, len(accounts), size):
@@ -196,7 +214,9 @@ class BatchProcessor:
                 "redis",
                 lambda chunk=chunk: self.store.update_batch(  # type: ignore[misc]
                     chunk,
-                    lambda states, globals: self._reevaluate(states, globals, cause, at, only),
+                    lambda states, globals: self._reevaluate(
+                        states, globals, cause, at, only, previous
+                    ),
                 ),
             )
             await self.deliver(result.changes, result.resend)
@@ -322,17 +342,25 @@ class BatchProcessor:
         cause: str,
         at: float | None,
         only: Container[str] | None = None,
+        previous: Mapping[str, Mapping[str, str]] | None = None,
     ) -> BatchResult:
         result = BatchResult()
         for account, state in states.items():
             if not state.clock:  # not stored (erased meanwhile): nothing to evaluate
                 continue
-            before = (state.memberships, list(state.evaluated), state.sampled_day)
-            result.changes.extend(evaluate(state, self.definitions, cause, globals, at, only))
+            before = (state.memberships, state.sampled_day)
+            skip: Container[str] = ()
+            if previous is not None and only is None:
+                skip = self.impact.unchanged(state, state.clock if at is None else at, previous)
+            result.changes.extend(
+                evaluate(state, self.definitions, cause, globals, at, only, skip=skip)
+            )
             result.changed_accounts.add(account)
             self._index(states, result, complete=only is None, accounts=(account,))
-            if (state.memberships, state.evaluated, state.sampled_day) == before:
-                # Nothing to store; the due time and revenue index are still refreshed.
+            if (state.memberships, state.sampled_day) == before:
+                # Nothing to store; the due time and revenue index are still refreshed. The
+                # stored evaluation mark stays old, which only costs the account's next
+                # event a full evaluation.
                 result.changed_accounts.discard(account)
         return result
 

@@ -230,6 +230,12 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     ) -> None:
         outbox_flush_pending.set()
 
+    @app.task
+    async def record_definitions() -> None:
+        """What each family of these definitions is, for a later recompute to see which
+        families a new version changed (``worker.impact``)."""
+        await processor.record_definitions()
+
     @app.agent(inputs, name="segment")
     async def segment(stream: faust.StreamT) -> None:
         # Acks are ours: a record is acked only after its batch is durable and delivered.

@@ -43,6 +43,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from worker.events import AnyInputEvent
@@ -76,11 +77,20 @@ def fingerprint(definitions: Definitions) -> str:
     return hashlib.sha256(f"{definitions.version}\x1f{text}".encode()).hexdigest()[:12]
 
 
+def family_fingerprints(definitions: Definitions) -> dict[str, str]:
+    """A short digest of each family's content: which families a new version changed."""
+    return {
+        family.id: hashlib.sha256(family.model_dump_json().encode()).hexdigest()[:12]
+        for family in definitions.families
+    }
+
+
 class Impact:
     """Decides, per event, which families keep their memberships without evaluation."""
 
     def __init__(self, definitions: Definitions) -> None:
         self.fingerprint = fingerprint(definitions)
+        self.family_fingerprints = family_fingerprints(definitions)
         self.inputs = {family.id: family_inputs(family) for family in definitions.families}
         self._unaffected = {
             event_type: frozenset(
@@ -106,3 +116,25 @@ class Impact:
         if due is not None and max(state.clock, event.occurred_at.timestamp()) >= due:
             return frozenset()
         return self._unaffected.get(type(event), frozenset())
+
+    def unchanged(
+        self, state: AccountState, at: float, previous: Mapping[str, Mapping[str, str]]
+    ) -> frozenset[str]:
+        """Families a re-evaluation at ``at`` with these definitions cannot change.
+
+        ``previous`` maps a definitions fingerprint to its families' fingerprints (what
+        ``family_fingerprints`` gave for the definitions the account was evaluated with).
+        A family defined as it was, whose inputs are the account's own state only, keeps
+        its memberships while the account's due time has not come.
+        """
+        if not state.evaluated:
+            return frozenset()
+        before = previous.get(state.evaluated[0])
+        due: Any = state.evaluated[1]
+        if before is None or (due is not None and max(state.clock, at) >= due):
+            return frozenset()
+        return frozenset(
+            family
+            for family, inputs in self.inputs.items()
+            if before.get(family) == self.family_fingerprints[family] and not inputs & _ALWAYS
+        )

@@ -27,6 +27,7 @@ from worker.clients import topic_reader
 from worker.clustering import describe
 from worker.events import DeadLetter, SegmentChanged
 from worker.features import FEATURES, FeatureView
+from worker.impact import Impact
 from worker.learning import clusterings, encode_samples
 from worker.metrics import Metrics
 from worker.monitoring import build_profiles
@@ -129,20 +130,27 @@ async def recompute(
     )
     report = RecomputeReport()
     cause = f"recompute:{definitions.version}"
+    impact = Impact(definitions)
     try:
         globals = await store.load_globals()
         now = time.time() if settings.time_mode == "wall" else await store.stream_time()
+        # Families defined as when an account was last evaluated keep their memberships
+        # unless time may have changed them: mostly, only the changed families run.
+        previous = await store.load_family_fingerprints()
         if dry_run:
             async for accounts in store.account_ids():
                 states = await store.load_many(accounts)
                 report.accounts += len(states)
                 for state in states.values():
-                    report.add(evaluate(state, definitions, cause, globals, at=now))
+                    at = state.clock if now is None else now
+                    skip = impact.unchanged(state, at, previous)
+                    report.add(evaluate(state, definitions, cause, globals, at=now, skip=skip))
             return report
+        await store.save_family_fingerprints(impact.fingerprint, impact.family_fingerprints)
         async with ProducerSender(settings) as sender:
             processor = BatchProcessor(settings, definitions, store, sender, Metrics())
             async for accounts in store.account_ids():
-                result = await processor.reevaluate(accounts, cause, at=now)
+                result = await processor.reevaluate(accounts, cause, at=now, previous=previous)
                 report.accounts += len(accounts)
                 report.add(result.changes)
         return report

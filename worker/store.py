@@ -11,6 +11,7 @@ Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
     seg:acct:{<account_id>}            account state (features + memberships): JSON,
                                        zstd-compressed with a dictionary (``encode_state``)
     seg:members:<family>:<segment>     SET of account ids
+    seg:definitions:<fingerprint>      each family's fingerprint in that definitions version
     seg:outbox                         HASH change_id -> SegmentChanged JSON
     seg:outbox:written                 ZSET change_id -> time written (for re-sends)
     seg:due                            ZSET account -> when a time sweep must look again
@@ -370,6 +371,27 @@ class StateStore:
                 return True
             except WatchError:
                 return False
+
+    def definitions_key(self, definitions_fingerprint: str) -> str:
+        return f"{self.prefix}:definitions:{definitions_fingerprint}"
+
+    async def save_family_fingerprints(
+        self, definitions_fingerprint: str, families: Mapping[str, str]
+    ) -> None:
+        """What each family of a definitions version was (``worker.impact``); kept for good,
+        a few hundred bytes per version."""
+        await self.redis.set(self.definitions_key(definitions_fingerprint), json.dumps(families))
+
+    async def load_family_fingerprints(self) -> dict[str, dict[str, str]]:
+        """Every definitions version's family fingerprints, by definitions fingerprint."""
+        prefix = self.definitions_key("")
+        keys = [key async for key in self.redis.scan_iter(match=f"{prefix}*", count=100)]
+        raws = await self.redis.mget(keys) if keys else []
+        return {
+            _text(key)[len(prefix) :]: json.loads(raw)
+            for key, raw in zip(keys, raws, strict=True)
+            if raw is not None
+        }
 
     async def load_thresholds(self) -> dict[str, Any] | None:
         raw = await self.redis.get(self.thresholds_key)
