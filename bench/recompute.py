@@ -4,10 +4,11 @@ Stores ``--accounts`` accounts with a year of history (folded with the pure core
 generated sample and replicated, see ``memory.py``) with the worker's key layout, the ABC
 cut-offs, the cluster models and the stream clock. Then changes one segment of a copy of
 the default definitions (the first ``>= N`` comparison is halved, version bumped) and
-times ``worker.operations.recompute`` (what ``segworker recompute`` runs): the dry run,
-the real run (writes states, emits the differences) and the real run again (nothing left
-to emit). Baseline in the same run: a plain SCAN + MGET of every state (the I/O floor),
-and the same with every state decoded. Target: 100,000 accounts in <= 30 s.
+times what ``segworker recompute`` runs: the dry run in one process, the real run
+(writes states, emits the differences) and the real run again (nothing left to emit), both
+with ``--processes`` (default 2: the machine's cores). Baseline in the same run: a
+plain SCAN + MGET of every state (the I/O floor), and the same with every state decoded.
+Target: 100,000 accounts in <= 30 s.
 
     .venv/bin/python bench/recompute.py [--accounts 20000] [--sample 1000]
     .venv/bin/python bench/recompute.py --accounts 100000        # the full figure
@@ -43,7 +44,7 @@ from rich.table import Table
 
 from worker.cli import freeze_loaded_objects
 from worker.features import VOCABULARY
-from worker.operations import RecomputeReport, recompute
+from worker.operations import RecomputeReport, recompute, recompute_in_processes
 from worker.rules import Definitions, load_definitions
 from worker.schedule import Schedule
 from worker.settings import Settings
@@ -110,6 +111,13 @@ def produced(settings: Settings) -> int:
         consumer.close()
 
 
+def timed_sync(step: Callable[[], Any]) -> tuple[Any, float]:
+    freeze_loaded_objects()  # as `segworker recompute` does before it starts
+    started = time.perf_counter()
+    result = step()
+    return result, time.perf_counter() - started
+
+
 def timed(step: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
     freeze_loaded_objects()  # as `segworker recompute` does before it starts
     started = time.perf_counter()
@@ -139,6 +147,12 @@ def main() -> int:
     parser.add_argument(
         "--segment", default="program/champions", help="the segment whose condition changes"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="processes of the real runs (segworker recompute --processes); the dry run uses 1",
+    )
     args = parser.parse_args()
     sample = args.accounts if args.sample <= 0 else min(args.sample, args.accounts)
     started = time.monotonic()
@@ -151,15 +165,16 @@ def main() -> int:
         f"folded {history.events:,} events of {len(templates):,} accounts x {args.days} days "
         f"in {history.seconds:.1f}s"
     )
-    with tempfile.TemporaryDirectory(prefix="segworker-recompute-") as directory:
-        path, change = changed_definitions(
-            settings0.definitions_path, Path(directory), args.segment
-        )
-        changed = load_definitions(path, VOCABULARY)
+    directory = tempfile.TemporaryDirectory(prefix="segworker-recompute-")
+    path, change = changed_definitions(
+        settings0.definitions_path, Path(directory.name), args.segment
+    )
+    changed = load_definitions(path, VOCABULARY)
     changed_family = change.split("/")[0]
+    processes = args.processes
 
     rows: list[tuple[str, int, float, int | None]] = []
-    with deployment("recbench") as settings:
+    with directory, deployment("recbench") as settings:
         assert settings.redis_url
         written = write_states(
             settings.redis_url, settings.redis_key_prefix, replicated(templates, args.accounts)
@@ -176,12 +191,21 @@ def main() -> int:
         dry, seconds = timed(lambda: recompute(settings, changed, dry_run=True))
         rows.append(("recompute --dry-run", dry.accounts, seconds, dry.changes))
         before = produced(settings)
-        real, seconds = timed(lambda: recompute(settings, changed, dry_run=False))
-        rows.append(("recompute", real.accounts, seconds, real.changes))
+        real, seconds = timed_sync(
+            lambda: recompute_in_processes(settings, path, dry_run=False, processes=processes)
+        )
+        rows.append((f"recompute, {processes} processes", real.accounts, seconds, real.changes))
         emitted = produced(settings) - before
-        again, seconds = timed(lambda: recompute(settings, changed, dry_run=False))
+        again, seconds = timed_sync(
+            lambda: recompute_in_processes(settings, path, dry_run=False, processes=processes)
+        )
         rows.append(
-            ("recompute again (nothing left to change)", again.accounts, seconds, again.changes)
+            (
+                f"recompute again, {processes} processes (nothing left to change)",
+                again.accounts,
+                seconds,
+                again.changes,
+            )
         )
 
     console.print(report_table(dry, changed_family))

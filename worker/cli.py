@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     recompute = commands.add_parser("recompute", help="re-evaluate all accounts")
     recompute.add_argument("--dry-run", action="store_true", help="show, do not write or emit")
     recompute.add_argument("--definitions", type=Path, default=None)
+    recompute.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="split the accounts over this many processes (CPU-bound: up to the cores)",
+    )
     recompute.set_defaults(handler=cmd_recompute)
 
     imports = commands.add_parser("import-orders", help="back-fill orders from a CSV export")
@@ -174,20 +180,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_recompute(args: argparse.Namespace) -> int:
-    import asyncio
 
     from rich.console import Console
     from rich.table import Table
 
     from worker.features import VOCABULARY
-    from worker.operations import recompute
+    from worker.operations import recompute_in_processes
     from worker.rules import load_definitions
 
     settings = Settings()
     _require(settings, "redis_url", *(() if args.dry_run else ("kafka_bootstrap_servers",)))
-    definitions = load_definitions(args.definitions or settings.definitions_path, VOCABULARY)
+    source = args.definitions or settings.definitions_path
+    definitions = load_definitions(source, VOCABULARY)  # invalid ones fail here, once
     freeze_loaded_objects()
-    report = asyncio.run(recompute(settings, definitions, dry_run=args.dry_run))
+    report = recompute_in_processes(
+        settings, source, dry_run=args.dry_run, processes=max(args.processes, 1)
+    )
     verb = "would change" if args.dry_run else "changed"
     console = Console()
     console.print(

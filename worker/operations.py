@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import time
+import zlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,14 +29,14 @@ from worker.agents import BatchProcessor
 from worker.clients import topic_reader
 from worker.clustering import describe
 from worker.events import DeadLetter, SegmentChanged
-from worker.features import FEATURES, FeatureView
+from worker.features import FEATURES, VOCABULARY, FeatureView
 from worker.impact import Impact
 from worker.learning import clusterings, encode_samples
 from worker.metrics import Metrics
 from worker.monitoring import build_profiles
 from worker.processing import evaluate, membership_reasons
 from worker.report import write_report
-from worker.rules import Definitions
+from worker.rules import Definitions, load_definitions
 from worker.security import kafka_client_options
 from worker.settings import Settings
 from worker.store import StateStore
@@ -99,6 +102,13 @@ class RecomputeReport:
             if len(self.examples[key]) < examples:
                 self.examples[key].append(change.account_id)
 
+    def merge(self, other: RecomputeReport, examples: int = 3) -> None:
+        self.accounts += other.accounts
+        self.changes += other.changes
+        self.by_segment.update(other.by_segment)
+        for key, accounts in other.examples.items():
+            self.examples[key] = (self.examples[key] + accounts)[:examples]
+
     def rows(self) -> list[tuple[str, str, int, str]]:
         """``(family/segment, change, count, example accounts)`` sorted by segment."""
         return [
@@ -112,14 +122,54 @@ class RecomputeReport:
         ]
 
 
+def recompute_in_processes(
+    settings: Settings, source: str | Path, *, dry_run: bool, processes: int
+) -> RecomputeReport:
+    """``recompute`` split over ``processes`` processes by account (the definitions are
+    loaded from ``source`` in each); their reports merged.
+
+    Evaluation is CPU-bound Python: a second core nearly halves the time.
+    """
+    if processes <= 1:
+        return asyncio.run(
+            recompute(settings, load_definitions(source, VOCABULARY), dry_run=dry_run)
+        )
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=spawn) as pool:
+        parts = [
+            pool.submit(_recompute_part, settings, str(source), dry_run, (index, processes))
+            for index in range(processes)
+        ]
+        reports = [part.result() for part in parts]
+    merged = RecomputeReport()
+    for report in reports:
+        merged.merge(report)
+    return merged
+
+
+def _recompute_part(
+    settings: Settings, source: str, dry_run: bool, part: tuple[int, int]
+) -> RecomputeReport:
+    from worker.cli import freeze_loaded_objects
+
+    definitions = load_definitions(source, VOCABULARY)
+    freeze_loaded_objects()
+    return asyncio.run(recompute(settings, definitions, dry_run=dry_run, part=part))
+
+
 async def recompute(
-    settings: Settings, definitions: Definitions, *, dry_run: bool
+    settings: Settings,
+    definitions: Definitions,
+    *,
+    dry_run: bool,
+    part: tuple[int, int] = (0, 1),
 ) -> RecomputeReport:
     """Re-evaluate every stored account with ``definitions``.
 
     Accounts are evaluated at the current time (stream time by default), so the
     result is what the worker would hold now. Dry run: nothing is written or sent;
-    the report says who would enter and leave.
+    the report says who would enter and leave. ``part=(i, n)``: only the accounts
+    whose id hashes to ``i`` of ``n`` (see ``recompute_in_processes``).
     """
     redis = aioredis.Redis.from_url(settings.redis_url)
     store = StateStore(
@@ -138,7 +188,7 @@ async def recompute(
         # unless time may have changed them: mostly, only the changed families run.
         previous = await store.load_family_fingerprints()
         if dry_run:
-            async for accounts in store.account_ids():
+            async for accounts in _part_of(store.account_ids(), part):
                 states = await store.load_many(accounts)
                 report.accounts += len(states)
                 for state in states.values():
@@ -149,13 +199,23 @@ async def recompute(
         await store.save_family_fingerprints(impact.fingerprint, impact.family_fingerprints)
         async with ProducerSender(settings) as sender:
             processor = BatchProcessor(settings, definitions, store, sender, Metrics())
-            async for accounts in store.account_ids():
+            async for accounts in _part_of(store.account_ids(), part):
                 result = await processor.reevaluate(accounts, cause, at=now, previous=previous)
                 report.accounts += len(accounts)
                 report.add(result.changes)
         return report
     finally:
         await redis.aclose()
+
+
+async def _part_of(
+    chunks: AsyncIterator[list[str]], part: tuple[int, int]
+) -> AsyncIterator[list[str]]:
+    index, count = part
+    async for accounts in chunks:
+        mine = [a for a in accounts if count == 1 or zlib.crc32(a.encode()) % count == index]
+        if mine:
+            yield mine
 
 
 @dataclass

@@ -180,7 +180,7 @@ def test_recompute_dry_run_predicts_exactly_what_the_real_run_emits(deployment, 
     quiet = changes.read(0, timeout=2, settle=1)
     assert quiet == []  # a dry run emits nothing
 
-    real = _cli(deployment, "recompute")
+    real = _cli(deployment, "recompute", "--processes", "2")  # split by account
     assert "2 accounts, 2 memberships changed" in real
     emitted = changes.read(2)
     assert sorted((c["account_id"], c["segment_id"], c["change"], c["cause"]) for c in emitted) == [
