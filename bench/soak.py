@@ -20,12 +20,17 @@ one at the end, and prints the source lines whose live memory grew most.
 
 Event time runs about one simulated day per ``accounts * 0.25 / rate`` seconds, so the
 worker's time sweeps, ABC cut-off refreshes and cluster retraining all run during the
-soak. Uses the embedded broker and Redis unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL are set.
+soak. The accounts start with ``--history-days`` (365) of history folded offline into
+their stored states: starting empty, the states (and the worker's working set with them)
+would grow all through the run and hide what the worker itself keeps. Uses the embedded
+broker and Redis unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL are set.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import math
 import random
 import sys
@@ -33,6 +38,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,13 +50,20 @@ from common import (
     GroupProgress,
     WorkerProcess,
     deployment,
+    prepare,
     rss_mib,
     run_title,
+    write_states,
 )
 from rich.console import Console
 from rich.table import Table
 
-from worker.generator import generate_events, make_accounts, produce
+from worker.events import decode_input
+from worker.features import VOCABULARY, AccountState
+from worker.generator import TopicEvent, generate_events, make_accounts, produce
+from worker.processing import process_event
+from worker.rules import load_definitions
+from worker.schedule import Schedule
 from worker.settings import Settings
 from worker.store import StateStore
 
@@ -136,6 +149,34 @@ def growth_table(first: Path, last: Path, top: int = 15) -> Table:
     return table
 
 
+def prefill(
+    settings: Settings, events: Iterator[TopicEvent], until: datetime
+) -> tuple[Iterator[TopicEvent], int]:
+    """Fold the events before ``until`` into states written to Redis with the worker's
+    layout; return the rest of the stream and how many were folded."""
+    definitions = load_definitions(settings.definitions_path, VOCABULARY)
+    states: dict[str, AccountState] = {}
+    folded = 0
+    for topic_event in events:
+        event = decode_input(json.dumps(topic_event[1]).encode())
+        if event.occurred_at >= until:
+            rest = itertools.chain([topic_event], events)
+            break
+        state = states.setdefault(event.account_id, AccountState(event.account_id))
+        process_event(state, event, definitions)
+        folded += 1
+    else:
+        rest = iter(())
+    schedule = Schedule(definitions)
+    assert settings.redis_url
+    write_states(
+        settings.redis_url,
+        settings.redis_key_prefix,
+        (prepare(state, schedule) for state in states.values()),
+    )
+    return rest, folded
+
+
 class Producer(threading.Thread):
     """Produces the generated stream at the steady rate in the background."""
 
@@ -144,8 +185,16 @@ class Producer(threading.Thread):
         days = math.ceil(total / (args.accounts * EVENTS_PER_ACCOUNT_DAY)) + 2
         self.days = min(days, 3650)
         rng = random.Random(args.seed)
-        start = datetime.now(UTC) - timedelta(days=self.days + 1)
-        self.events = generate_events(make_accounts(args.accounts, rng), start, self.days, rng)
+        history = args.history_days
+        start = datetime.now(UTC) - timedelta(days=self.days + history + 1)
+        events = generate_events(make_accounts(args.accounts, rng), start, self.days + history, rng)
+        self.history_events = 0
+        if history:
+            # The first days are folded into stored states offline (as the worker would
+            # have), so the soak starts with accounts of steady size, not empty ones.
+            live_from = start + timedelta(days=history)
+            events, self.history_events = prefill(settings, events, live_from)
+        self.events = events
         self.settings = settings
         self.rate = args.rate
         self.total = total
@@ -190,6 +239,13 @@ def main() -> int:
     parser.add_argument(
         "--trace-allocations", action="store_true", help="tracemalloc in the worker"
     )
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=365,
+        help="days of history folded into the stored states before the soak (0: start empty, "
+        "and memory grows with the states)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     total = int(args.rate * args.seconds)
@@ -204,6 +260,7 @@ def main() -> int:
             traces = Path(tempfile.mkdtemp(prefix="segworker-soak-traces-"))
             command = [sys.executable, "-c", TRACED_WORKER, str(traces)]
         snapshots: list[Path] = []
+        producer = Producer(settings, args, total)  # folds and stores the history first
         with (
             WorkerProcess(settings, "soak", command) as worker,
             WorkerProcess(
@@ -214,7 +271,6 @@ def main() -> int:
             ) as trivial,
         ):
             worker.wait_ready()
-            producer = Producer(settings, args, total)
             progress = GroupProgress(settings, settings.app_id)
             trivial_progress = GroupProgress(settings, trivial_group)
             samples: list[Sample] = []
@@ -270,7 +326,8 @@ def main() -> int:
     table = Table(
         title=run_title(
             f"soak, {produced:,} events at {args.rate:,.0f}/s, {args.accounts:,} accounts, "
-            f"{producer.days} days of event time"
+            f"{producer.days} days of event time after {args.history_days} days of history "
+            f"({producer.history_events:,} events) folded into the stored states"
         )
     )
     columns = ("s", "produced", "worker done", "worker RSS MiB", "trivial RSS MiB", "Redis MiB")
