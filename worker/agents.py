@@ -86,6 +86,7 @@ class BatchProcessor:
         self.schedule = Schedule(definitions)
         self.impact = Impact(definitions)
         self.clusterings = clusterings(settings)
+        self._sample_sends: set[asyncio.Future[None]] = set()
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         started = time.perf_counter()
@@ -102,7 +103,7 @@ class BatchProcessor:
                 ),
             )
             await self.deliver(result.changes, result.resend)
-            await self._send_samples(result.samples)
+            self._send_samples_later(result.samples)
             for (event_type, outcome), count in result.outcomes.items():
                 self.metrics.events.labels(event_type, outcome).inc(count)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -220,7 +221,7 @@ class BatchProcessor:
                 ),
             )
             await self.deliver(result.changes, result.resend)
-            await self._send_samples(result.samples)
+            self._send_samples_later(result.samples)
             total.changes.extend(result.changes)
         return total
 
@@ -395,6 +396,13 @@ class BatchProcessor:
                     }
                     for c in self.clusterings
                 )
+
+    def _send_samples_later(self, samples: Sequence[dict[str, Any]]) -> None:
+        """Send training samples without holding up the batch for the broker's ack."""
+        if samples:
+            task = asyncio.ensure_future(self._send_samples(samples))
+            self._sample_sends.add(task)  # a reference until done, or it may be collected
+            task.add_done_callback(self._sample_sends.discard)
 
     async def _send_samples(self, samples: Sequence[dict[str, Any]]) -> None:
         # Training samples are best effort: a lost one only makes the model learn less.
