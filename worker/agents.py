@@ -149,9 +149,9 @@ class BatchProcessor:
             return 0  # another worker stored these cut-offs and re-evaluates
         old = value.thresholds_from_dict(stored) if stored else None
         moved = 0
+        step = self.settings.cluster_reassign_batch_size
         for low, high in value.affected_revenue_range(old, computed):
             accounts = await self.store.accounts_with_revenue_between(low, high)
-            step = self.settings.cluster_reassign_batch_size
             chunks = (accounts[i : i + step] for i in range(0, len(accounts), step))
             await self._paced(chunks, f"thresholds:{computed.version}")
             moved += len(accounts)
@@ -352,17 +352,15 @@ class BatchProcessor:
             before = (state.memberships, state.sampled_day)
             skip: Container[str] = ()
             if previous is not None and only is None:
-                skip = self.impact.unchanged(state, state.clock if at is None else at, previous)
+                skip = self.impact.unchanged(state, at, previous)
             result.changes.extend(
                 evaluate(state, self.definitions, cause, globals, at, only, skip=skip)
             )
-            result.changed_accounts.add(account)
             self._index(states, result, complete=only is None, accounts=(account,))
-            if (state.memberships, state.sampled_day) == before:
-                # Nothing to store; the due time and revenue index are still refreshed. The
-                # stored evaluation mark stays old, which only costs the account's next
-                # event a full evaluation.
-                result.changed_accounts.discard(account)
+            # Stored only when it changed; the due time and revenue index are refreshed
+            # anyway. An evaluation mark left old only costs the next event a full one.
+            if (state.memberships, state.sampled_day) != before:
+                result.changed_accounts.add(account)
         return result
 
     def _index(

@@ -130,7 +130,8 @@ class AccountState:
     ``applied`` holds the last applied offset per ``topic:partition`` and ``recent_ids``
     digests of the last event ids, which together make ``apply`` idempotent under
     redelivery and producer duplicates.
-    ``memberships`` maps family -> segment -> ``{"since": iso, "reason": str}``.
+    ``memberships`` maps family -> segment -> ``{"since": epoch s}`` (plus
+    ``"outside_since"`` while held by hysteresis).
     """
 
     account_id: str

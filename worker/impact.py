@@ -110,17 +110,15 @@ class Impact:
 
     def unaffected(self, state: AccountState, event: AnyInputEvent) -> frozenset[str]:
         """Families ``event`` cannot change; ask before applying it to ``state``."""
-        if not self.is_marked(state):
-            return frozenset()
-        due: Any = state.evaluated[1]
-        if due is not None and max(state.clock, event.occurred_at.timestamp()) >= due:
+        if not self.is_marked(state) or _due(state, event.occurred_at.timestamp()):
             return frozenset()
         return self._unaffected.get(type(event), frozenset())
 
     def unchanged(
-        self, state: AccountState, at: float, previous: Mapping[str, Mapping[str, str]]
+        self, state: AccountState, at: float | None, previous: Mapping[str, Mapping[str, str]]
     ) -> frozenset[str]:
-        """Families a re-evaluation at ``at`` with these definitions cannot change.
+        """Families a re-evaluation at ``at`` (None: the account's own clock) with these
+        definitions cannot change.
 
         ``previous`` maps a definitions fingerprint to its families' fingerprints (what
         ``family_fingerprints`` gave for the definitions the account was evaluated with).
@@ -130,11 +128,17 @@ class Impact:
         if not state.evaluated:
             return frozenset()
         before = previous.get(state.evaluated[0])
-        due: Any = state.evaluated[1]
-        if before is None or (due is not None and max(state.clock, at) >= due):
+        if before is None or _due(state, state.clock if at is None else at):
             return frozenset()
         return frozenset(
             family
             for family, inputs in self.inputs.items()
             if before.get(family) == self.family_fingerprints[family] and not inputs & _ALWAYS
         )
+
+
+def _due(state: AccountState, moment: float) -> bool:
+    """Whether time alone may have changed a membership of the marked ``state`` by
+    ``moment`` (its clock at the latest): the due time of its last full evaluation."""
+    due: Any = state.evaluated[1]
+    return due is not None and max(state.clock, moment) >= due

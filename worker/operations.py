@@ -192,8 +192,7 @@ async def recompute(
                 states = await store.load_many(accounts)
                 report.accounts += len(states)
                 for state in states.values():
-                    at = state.clock if now is None else now
-                    skip = impact.unchanged(state, at, previous)
+                    skip = impact.unchanged(state, now, previous)
                     report.add(evaluate(state, definitions, cause, globals, at=now, skip=skip))
             return report
         await store.save_family_fingerprints(impact.fingerprint, impact.family_fingerprints)

@@ -137,8 +137,9 @@ def membership_reasons(
 def _rule_reason(
     family: FamilyDefinition, segment_id: str, entry: membership.Membership, view: FeatureView
 ) -> str:
-    segment = next((s for s in family.segments if s.id == segment_id), None)
-    if segment is None:
+    try:
+        segment = family.segment(segment_id)
+    except KeyError:
         return f"segment {family.id}/{segment_id} is no longer defined"
     match = Match(segment_id, segment.when, condition=segment.condition, features=view)
     if segment.condition.evaluate(view):
