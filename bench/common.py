@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -423,6 +424,27 @@ def fold_history(
         time.perf_counter() - started,
         definitions,
     )
+
+
+def add_stored_history_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the benches that store many accounts with a year of history."""
+    parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument(
+        "--sample", type=int, default=1000, help="accounts simulated (0: all of them)"
+    )
+    parser.add_argument("--days", type=int, default=365, help="history per account")
+    parser.add_argument("--seed", type=int, default=42)
+
+
+def stored_history(
+    args: argparse.Namespace, definitions: Definitions
+) -> tuple[History, list[PreparedState]]:
+    """Fold ``--sample`` accounts' history (see ``add_stored_history_arguments``) and
+    prepare each state as a template to replicate up to ``--accounts``."""
+    sample = args.accounts if args.sample <= 0 else min(args.sample, args.accounts)
+    history = fold_history(sample, args.days, args.seed, definitions)
+    schedule = Schedule(definitions)
+    return history, [prepare(state, schedule) for state in history.states]
 
 
 def replicated(

@@ -28,12 +28,12 @@ from collections import defaultdict
 import redis
 from common import (
     PreparedState,
-    fold_history,
+    add_stored_history_arguments,
     percentile,
-    prepare,
     redis_only,
     replicated,
     run_title,
+    stored_history,
     write_globals,
     write_states,
 )
@@ -42,7 +42,6 @@ from rich.table import Table
 
 from worker.features import VOCABULARY
 from worker.rules import load_definitions
-from worker.schedule import Schedule
 from worker.settings import Settings
 from worker.store import StateStore
 
@@ -75,21 +74,13 @@ def memory_usage(client: redis.Redis, key: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--accounts", type=int, default=20_000)
-    parser.add_argument(
-        "--sample", type=int, default=1000, help="accounts simulated (0: all of them)"
-    )
-    parser.add_argument("--days", type=int, default=365, help="history per account")
-    parser.add_argument("--seed", type=int, default=42)
+    add_stored_history_arguments(parser)
     parser.add_argument("--key-samples", type=int, default=2000, help="state keys measured")
     args = parser.parse_args()
-    sample = args.accounts if args.sample <= 0 else min(args.sample, args.accounts)
     started = time.monotonic()
 
     definitions = load_definitions(Settings().definitions_path, VOCABULARY)
-    history = fold_history(sample, args.days, args.seed, definitions)
-    schedule = Schedule(definitions)
-    templates = [prepare(state, schedule) for state in history.states]
+    history, templates = stored_history(args, definitions)
     console.print(
         f"folded {history.events:,} events of {len(templates):,} accounts x {args.days} days "
         f"in {history.seconds:.1f}s; cluster models: {', '.join(history.snapshots) or 'none'}"

@@ -30,11 +30,11 @@ from typing import Any
 import redis.asyncio as aioredis
 import yaml
 from common import (
+    add_stored_history_arguments,
     deployment,
-    fold_history,
-    prepare,
     replicated,
     run_title,
+    stored_history,
     write_globals,
     write_states,
 )
@@ -46,7 +46,6 @@ from worker.cli import freeze_loaded_objects
 from worker.features import VOCABULARY
 from worker.operations import RecomputeReport, recompute, recompute_in_processes
 from worker.rules import Definitions, load_definitions
-from worker.schedule import Schedule
 from worker.settings import Settings
 from worker.store import StateStore, decode_state
 
@@ -119,10 +118,7 @@ def timed_sync(step: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def timed(step: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
-    freeze_loaded_objects()  # as `segworker recompute` does before it starts
-    started = time.perf_counter()
-    result = asyncio.run(step())  # type: ignore[arg-type]
-    return result, time.perf_counter() - started
+    return timed_sync(lambda: asyncio.run(step()))  # type: ignore[arg-type]
 
 
 def report_table(report: RecomputeReport, changed_family: str) -> Table:
@@ -138,12 +134,7 @@ def report_table(report: RecomputeReport, changed_family: str) -> Table:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--accounts", type=int, default=20_000)
-    parser.add_argument(
-        "--sample", type=int, default=1000, help="accounts simulated (0: all of them)"
-    )
-    parser.add_argument("--days", type=int, default=365, help="history per account")
-    parser.add_argument("--seed", type=int, default=42)
+    add_stored_history_arguments(parser)
     parser.add_argument(
         "--segment", default="program/champions", help="the segment whose condition changes"
     )
@@ -154,13 +145,11 @@ def main() -> int:
         help="processes of the real runs (segworker recompute --processes); the dry run uses 1",
     )
     args = parser.parse_args()
-    sample = args.accounts if args.sample <= 0 else min(args.sample, args.accounts)
     started = time.monotonic()
 
     settings0 = Settings()
     definitions: Definitions = load_definitions(settings0.definitions_path, VOCABULARY)
-    history = fold_history(sample, args.days, args.seed, definitions)
-    templates = [prepare(state, Schedule(definitions)) for state in history.states]
+    history, templates = stored_history(args, definitions)
     console.print(
         f"folded {history.events:,} events of {len(templates):,} accounts x {args.days} days "
         f"in {history.seconds:.1f}s"
