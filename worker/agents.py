@@ -1,9 +1,10 @@
 """The thin edge around the pure core: decode → load → process → save → send.
 
-``BatchProcessor.process`` is called by the Faust agent (see ``app.py``) with one
-batch of records; it returns only when the batch's state is durable in Redis and
-its changes and dead letters are acknowledged by Kafka. The agent acks the
-records after that, so offsets are never committed past unprocessed events.
+``BatchProcessor.commit`` is called by the Faust agent (see ``app.py``) with one
+batch of records; it returns when the batch's state and its changes' outbox entries
+are durable in Redis (and its dead letters acknowledged by Kafka). ``finish`` then
+delivers the changes; the agent acks the records only after that, so offsets are
+never committed past unprocessed or undelivered events. ``process`` is both.
 Transient failures are retried with capped exponential back-off; reprocessing a
 batch is safe because state updates are idempotent and change ids deterministic.
 """
@@ -87,8 +88,23 @@ class BatchProcessor:
         self.impact = Impact(definitions)
         self.clusterings = clusterings(settings)
         self._sample_sends: set[asyncio.Future[None]] = set()
+        #: ids of committed changes whose delivery (``finish``) has not completed yet
+        self._delivering: set[str] = set()
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
+        """Apply one batch; return once its state is durable and its changes delivered."""
+        result = await self.commit(records)
+        await self.finish(result)
+        return result
+
+    async def commit(self, records: Sequence[Record]) -> BatchResult:
+        """Decode, apply and store one batch (its dead letters delivered); return once
+        its state and its changes' outbox entries are durable in Redis.
+
+        ``finish`` delivers the changes. The agent overlaps one batch's ``finish`` with
+        the next batch's ``commit`` (see ``app.py``), so the broker's acknowledgement
+        of the changes does not hold up the next batch.
+        """
         started = time.perf_counter()
         events, letters = self._decode(records)
         if letters:
@@ -102,12 +118,25 @@ class BatchProcessor:
                     lambda states, globals: self._apply(states, globals, events),
                 ),
             )
-            await self.deliver(result.changes, result.resend)
-            self._send_samples_later(result.samples)
-            for (event_type, outcome), count in result.outcomes.items():
-                self.metrics.events.labels(event_type, outcome).inc(count)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            # Changes of an earlier batch of ours still being delivered are in the
+            # outbox too; that delivery finishes before this batch's starts (``finish``
+            # is called in batch order), so they need no second copy.
+            result.resend = [c for c in result.resend if c.change_id not in self._delivering]
+            self._delivering.update(c.change_id for c in result.changes)
+        result.started = started
         return result
+
+    async def finish(self, result: BatchResult) -> None:
+        """Deliver a committed batch's changes (after any earlier batch's: call in order)."""
+        try:
+            await self.deliver(result.changes, result.resend)
+        finally:
+            self._delivering.difference_update(c.change_id for c in result.changes)
+        self._send_samples_later(result.samples)
+        for (event_type, outcome), count in result.outcomes.items():
+            self.metrics.events.labels(event_type, outcome).inc(count)
+        if result.started is not None:
+            self.metrics.batch_seconds.observe(time.perf_counter() - result.started)
 
     async def record_definitions(self) -> None:
         """Store what each family of these definitions is (see ``reevaluate``'s ``previous``)."""

@@ -29,7 +29,7 @@ from worker.metrics import Metrics
 from worker.monitoring import SegmentMonitor
 from worker.rules import Definitions, load_definitions
 from worker.settings import Settings
-from worker.store import StateStore
+from worker.store import BatchResult, StateStore
 from worker.views import register_views, segment_overview
 
 log = logging.getLogger(__name__)
@@ -239,13 +239,33 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     @app.agent(inputs, name="segment")
     async def segment(stream: faust.StreamT) -> None:
         # Acks are ours: a record is acked only after its batch is durable and delivered.
-        async for batch in stream.noack().noack_take(  # type: ignore[attr-defined]
-            settings.batch_size, within=settings.batch_within_seconds
-        ):
-            await flush_outbox_if_pending()
-            await processor.process([_record(event) for event in batch])
-            for event in batch:
-                await stream.ack(event)
+        # One batch is delivered while the next is applied: the broker's round trip no
+        # longer holds up the next batch. Deliveries stay in batch order (the next one
+        # starts after the previous one finished), so at most one is in flight.
+        delivering: asyncio.Future[None] | None = None
+        try:
+            async for batch in stream.noack().noack_take(  # type: ignore[attr-defined]
+                settings.batch_size, within=settings.batch_within_seconds
+            ):
+                await flush_outbox_if_pending()
+                committed = await processor.commit([_record(event) for event in batch])
+                if delivering is not None:
+                    await delivering
+                delivering = asyncio.ensure_future(deliver_and_ack(stream, batch, committed))
+            if delivering is not None:
+                await delivering
+        finally:
+            # Stopped or revoked: an unfinished delivery is left to the outbox, and its
+            # records, never acked, are consumed again by whoever owns them next.
+            if delivering is not None and not delivering.done():
+                delivering.cancel()
+
+    async def deliver_and_ack(
+        stream: faust.StreamT, batch: Sequence[EventT], committed: BatchResult
+    ) -> None:
+        await processor.finish(committed)
+        for event in batch:
+            await stream.ack(event)
 
     samples = app.topic(
         settings.topic_cluster_samples, key_serializer="raw", value_serializer="raw"

@@ -63,6 +63,8 @@ class BatchResult:
     #: changes an earlier writer of these accounts committed and may not have delivered
     #: yet: sent before ``changes``, so a second writer never overtakes the first
     resend: list[SegmentChanged] = field(default_factory=list)
+    #: ``time.perf_counter()`` when the batch's processing started (for its duration)
+    started: float | None = None
 
     def count(self, event_type: str, outcome: str) -> None:
         key = (event_type, outcome)

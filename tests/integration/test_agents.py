@@ -251,3 +251,41 @@ async def test_a_later_writer_delivers_an_earlier_writers_pending_changes_first(
     # delivered: nothing is sent twice by the next writer
     await processor.process([record(2, order(3, "A", 2, 10.0))])
     assert len(processor.sender.changes) == len(sent)
+
+
+async def test_a_batch_committed_while_the_previous_one_is_delivered_sends_nothing_twice(
+    processor, redis_client
+):
+    """The agent commits the next batch before the previous one's delivery finished: those
+    changes are in the outbox, but ours and on their way, so they are not resent."""
+    first = await processor.commit([record(0, order(1, "A", 0, 1500.0))])
+    returned = {
+        "type": "order_returned", "event_id": "r1", "account_id": "A",
+        "occurred_at": (T0 + timedelta(days=1)).isoformat(), "order_id": "o1", "amount": 1000.0,
+    }  # fmt: skip
+    second = await processor.commit([record(1, returned)])
+    assert second.resend == []
+    assert redis_client.hlen("seg:outbox") == 3  # both batches' changes, none delivered yet
+
+    await processor.finish(first)
+    await processor.finish(second)
+    sent = processor.sender.changes
+    assert [(c.segment_id, c.change) for c in sent] == [
+        ("recent", "entered"),
+        ("big", "entered"),
+        ("big", "exited"),
+    ]
+    assert redis_client.hlen("seg:outbox") == 0
+    assert metric(processor, "segworker_outbox_resent_total") == 0
+
+
+async def test_changes_of_a_failed_delivery_are_resent_by_the_next_writer(processor):
+    class Stalled(Exception):
+        pass
+
+    first = await processor.commit([record(0, order(1, "A", 0, 1500.0))])
+    processor.sender.failures = [Stalled("broker gone")]
+    with pytest.raises(Stalled):
+        await processor.finish(first)
+    third = await processor.commit([record(1, order(2, "A", 1, 10.0))])
+    assert [c.change_id for c in third.resend] == [c.change_id for c in first.changes]
