@@ -1,11 +1,23 @@
 """End-to-end latency: an input event produced -> its ``SegmentChanged`` consumed.
 
-A pool of prospect accounts (a profile, no order yet) is written to Redis with the
-worker's key layout, then a real ``segworker run`` gets one order per account at a
-steady rate (default 1,000 events/s for 60 s). Each order moves its account out of
-``value/prospect``, so every event causes a change whose ``cause`` is the order's
-``event_id``: a consumer of ``segment-changes`` takes the first change of each order and
-measures consume time - produce time (one process, one monotonic clock).
+A real ``segworker run`` gets a steady stream (default 1,000 events/s for 60 s), some
+of whose events are timed: first orders of prospect accounts (a profile, no order yet,
+written to Redis with the worker's key layout). Each moves its account out of
+``value/prospect``, so it causes a change whose ``cause`` is the order's ``event_id``: a
+consumer of ``segment-changes`` takes the first change of each timed order and measures
+consume time - produce time (one process, one monotonic clock). A timed order never seen
+counts as infinitely late.
+
+Scenarios (``--scenario``):
+
+- ``established`` (default), the steady state the target is about: ``--accounts``
+  accounts (20,000) hold a year of history, folded offline with the pure core as in
+  ``soak.py`` together with the ABC cut-offs and cluster models they settle with; the
+  stream is their everyday traffic from the generator (orders and returns, campaign
+  interactions, loyalty points: most of it changes no membership), stamped now, with a
+  timed first order in every ``1/--probe-share`` events (1 in 10).
+- ``first-orders``, a stress case: every event is a prospect's first order, 3-4 changes
+  per event (an onboarding wave), 3,000-4,500 changes/s at the target rate.
 
 Baseline, in the same run and before the worker starts: the broker round trip alone,
 the same kind of message produced at the same rate to another topic and read by the
@@ -14,15 +26,17 @@ one with the worker's fetch max wait (``consumer_fetch_max_wait_ms``; faust-stre
 alone would use 1500). An event's way through the worker is two such round trips plus the
 worker's batch. The producer is aiokafka with acks=all and no linger.
 
-``--profile-age-days`` is how long ago the pool's profiles arrived: older than the
-cluster-sample period (7 days) and every order also sends two cluster training samples,
-as most orders of a real account base do, so the models are retrained during the run
-and republished whenever they moved materially (each publish re-assigns every account,
-paced); 0 measures the worker without that. ``--worker-fetch-max-wait-ms`` sets the worker's
-``consumer_fetch_max_wait_ms`` (and the baseline's worker-like reader) for a what-if;
-by default both use the setting (``SEGWORKER_CONSUMER_FETCH_MAX_WAIT_MS`` or its default).
+``--profile-age-days`` is how long ago the prospects' profiles arrived: older than the
+cluster-sample period (7 days) and every first order also sends two cluster training
+samples, as most orders of a real account base do, so the models are retrained during
+the run and republished whenever they moved materially (each publish re-assigns every
+account, paced); 0 measures the worker without that. ``--worker-fetch-max-wait-ms`` sets
+the worker's ``consumer_fetch_max_wait_ms`` (and the baseline's worker-like reader) for a
+what-if; by default both use the setting (``SEGWORKER_CONSUMER_FETCH_MAX_WAIT_MS`` or its
+default).
 
-    .venv/bin/python bench/latency.py [--rate 1000] [--seconds 60] [--profile-age-days 30]
+    .venv/bin/python bench/latency.py [--scenario established|first-orders] [--rate 1000]
+        [--seconds 60] [--accounts 20000] [--probe-share 0.1] [--profile-age-days 30]
         [--worker-fetch-max-wait-ms 10]
 
 Uses the embedded broker and Redis unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL are set.
@@ -33,10 +47,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -45,12 +60,15 @@ from common import (
     CpuMeter,
     PreparedState,
     WorkerProcess,
+    add_stored_history_arguments,
     deployment,
     peak_rss_mib,
     percentile,
     prepare,
     replicated,
     run_title,
+    stored_history,
+    write_globals,
     write_states,
 )
 from rich.console import Console
@@ -59,7 +77,7 @@ from rich.table import Table
 from worker.embedded import create_topics
 from worker.events import AccountProfile
 from worker.features import VOCABULARY, AccountState
-from worker.generator import COUNTRIES, INDUSTRIES, catalogue
+from worker.generator import COUNTRIES, INDUSTRIES, catalogue, generate_events, make_accounts
 from worker.processing import process_event
 from worker.rules import load_definitions
 from worker.schedule import Schedule
@@ -71,6 +89,9 @@ TARGET_RATE = 1000.0
 #: The consumers of this bench: a fetch returns at the latest after this long.
 FETCH_MAX_WAIT_MS = 10
 ID_FORMAT = "LAT-{:06d}"
+ESTABLISHED_ID_FORMAT = "EST-{:06d}"
+#: Days of everyday traffic generated for the ``established`` scenario (then repeated).
+EVERYDAY_DAYS = 90
 
 
 # ------------------------------------------------------------------------------- events
@@ -100,18 +121,32 @@ def prospect_templates(count: int, profile_at: datetime, rng: random.Random) -> 
     return templates
 
 
-class Orders:
-    """One-line orders, each for the next pool account, stamped with the current time."""
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to produce; ``measured``: the event id whose first change is timed."""
 
-    def __init__(self, prefix: str, rng: random.Random) -> None:
+    topic: str
+    key: bytes
+    value: bytes
+    measured: str | None
+
+
+class Orders:
+    """One-line orders, each the first order of the next pool account, stamped now."""
+
+    def __init__(
+        self, prefix: str, rng: random.Random, topic: str, accounts: Iterator[int]
+    ) -> None:
         self.prefix = prefix
         self.rng = rng
+        self.topic = topic
+        self.accounts = accounts
         self.items = [(c, sku, price) for c, items in catalogue().items() for sku, price in items]
 
-    def __call__(self, number: int) -> tuple[str, bytes, bytes]:
+    def __call__(self, number: int) -> Outgoing:
         category, sku, price = self.rng.choice(self.items)
         quantity = max(1, min(1000, round(self.rng.lognormvariate(4.5, 1.0) / price) or 1))
-        account = ID_FORMAT.format(number)
+        account = ID_FORMAT.format(next(self.accounts))
         event_id = f"{self.prefix}-{number}"
         event = {
             "type": "order_placed",
@@ -127,7 +162,70 @@ class Orders:
             ],
             "channel": "web",
         }
-        return event_id, account.encode(), json.dumps(event, separators=(",", ":")).encode()
+        value = json.dumps(event, separators=(",", ":")).encode()
+        return Outgoing(self.topic, account.encode(), value, event_id)
+
+
+class Established:
+    """The generator's everyday traffic (orders, returns, campaign interactions, loyalty
+    points) of accounts with a year of history, stamped now and spread over the stored
+    replicas of the simulated accounts; not timed, most of it changes no membership."""
+
+    def __init__(
+        self,
+        prefix: str,
+        rng: random.Random,
+        settings: Settings,
+        templates: Sequence[str],
+        accounts: int,
+        seed: int,
+    ) -> None:
+        self.prefix = prefix
+        self.rng = rng
+        self.topics = {
+            "orders": settings.topic_orders,
+            "campaign-events": settings.topic_campaign_events,
+            "loyalty-points": settings.topic_loyalty_points,
+        }
+        # The same seed as the folded history: the same simulated accounts, behaving alike.
+        simulated = make_accounts(len(templates), random.Random(seed))
+        start = datetime.now(UTC) - timedelta(days=EVERYDAY_DAYS)
+        self.events = [
+            (topic, event)
+            for topic, event in generate_events(simulated, start, EVERYDAY_DAYS, rng)
+            if topic in self.topics
+        ]
+        self.template_index = {account_id: i for i, account_id in enumerate(templates)}
+        self.copies = max(1, accounts // len(templates))
+        self.sample = len(templates)
+
+    def __call__(self, number: int) -> Outgoing:
+        topic, event = self.events[number % len(self.events)]
+        old = str(event["account_id"])
+        copy = self.rng.randrange(self.copies)
+        new = ESTABLISHED_ID_FORMAT.format(copy * self.sample + self.template_index[old] + 1)
+        stamped = {
+            **event,
+            "event_id": f"{self.prefix}-{number}",
+            "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        # Ids have a fixed width, so no account id is a prefix of another.
+        text = json.dumps(stamped, separators=(",", ":")).replace(old, new)
+        return Outgoing(self.topics[topic], new.encode(), text.encode(), None)
+
+
+class Mixed:
+    """Everyday traffic with a first order of a prospect (timed) every ``1/share`` events."""
+
+    def __init__(self, everyday: Established, probes: Orders, share: float) -> None:
+        self.everyday = everyday
+        self.probes = probes
+        self.every = max(1, round(1 / share))
+
+    def __call__(self, number: int) -> Outgoing:
+        if number % self.every == 0:
+            return self.probes(number)
+        return self.everyday(number)
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -235,24 +333,25 @@ class Reader:
 
 async def send_steady(
     producer: AIOKafkaProducer,
-    topic: str,
-    make: Callable[[int], tuple[str, bytes, bytes]],
+    make: Callable[[int], Outgoing],
     numbers: range,
     rate: float,
     latencies: Latencies,
 ) -> tuple[float, float]:
-    """Send ``make(n)`` for every n at ``rate``/s (catching up when late); returns the
-    first and the last send time. Returns once the broker acknowledged everything."""
+    """Send ``make(n)`` for every n at ``rate``/s (catching up when late), timing the
+    measured ones; returns the first and the last send time. Returns once the broker
+    acknowledged everything."""
     pending: list[asyncio.Future[object]] = []
     first = last = time.perf_counter()
     for index, number in enumerate(numbers):
         wait = first + index / rate - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
-        event_id, key, value = make(number)
+        message = make(number)
         last = time.perf_counter()
-        latencies.sent[event_id] = last
-        pending.append(await producer.send(topic, value, key=key))
+        if message.measured is not None:
+            latencies.sent[message.measured] = last
+        pending.append(await producer.send(message.topic, message.value, key=message.key))
         if len(pending) >= 1000:
             await asyncio.gather(*pending)
             pending.clear()
@@ -288,8 +387,8 @@ async def baseline(settings: Settings, rate: float, seconds: float) -> dict[str,
         for reader in readers:
             await reader.start()
         numbers = range(1, int(rate * seconds) + 1)
-        orders = Orders("baseline", random.Random(1))
-        first, last = await send_steady(producer, topic, orders, numbers, rate, fast)
+        orders = Orders("baseline", random.Random(1), topic, itertools.count(1))
+        first, last = await send_steady(producer, orders, numbers, rate, fast)
         await fast.wait_all_seen(30, idle=5)
         await worker_like.wait_all_seen(30, idle=5)
     finally:
@@ -318,8 +417,31 @@ class WorkerRun:
     info: dict[str, float]
 
 
+class Traffic:
+    """What a scenario sends: ``traffic(prefix, seed)`` makes the messages of one phase.
+
+    Every phase takes its prospects from one pool, so no account gets two first orders.
+    """
+
+    def __init__(
+        self, settings: Settings, everyday: Established | None, probe_share: float
+    ) -> None:
+        self.settings = settings
+        self.everyday = everyday
+        self.probe_share = probe_share
+        self.prospects = itertools.count(1)
+
+    def first_orders(self, prefix: str, seed: int) -> Orders:
+        return Orders(prefix, random.Random(seed), self.settings.topic_orders, self.prospects)
+
+    def __call__(self, prefix: str, seed: int) -> Callable[[int], Outgoing]:
+        if self.everyday is None:
+            return self.first_orders(prefix, seed)
+        return Mixed(self.everyday, self.first_orders(prefix, seed), self.probe_share)
+
+
 async def measure_worker(
-    settings: Settings, args: argparse.Namespace, worker: WorkerProcess
+    settings: Settings, args: argparse.Namespace, worker: WorkerProcess, traffic: Traffic
 ) -> WorkerRun:
     """Wait until the worker answers, warm it up at the rate, then measure."""
     assert settings.kafka_bootstrap_servers
@@ -337,38 +459,30 @@ async def measure_worker(
     await producer.start()
     await reader.start()
     try:
-        warm = Orders("warm", random.Random(3))
+        ready = traffic.first_orders("ready", 4)
         number, deadline = 1, time.monotonic() + 120
         while not latencies.seen:  # the worker joined its group and answers
             worker.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no segment change after 120s; see {worker.log_path}")
-            await send_steady(
-                producer, settings.topic_orders, warm, range(number, number + 1), 1, latencies
-            )
+            await send_steady(producer, ready, range(number, number + 1), 1, latencies)
             number += 1
             await asyncio.sleep(0.2)
         warm_until = number + int(args.rate * args.warmup_seconds)
         await send_steady(
-            producer, settings.topic_orders, warm, range(number, warm_until), args.rate, Latencies()
+            producer, traffic("warm", 3), range(number, warm_until), args.rate, Latencies()
         )
         latencies.sent.clear()
         latencies.seen.clear()
         meter = CpuMeter()
-        first, last = await send_steady(
-            producer,
-            settings.topic_orders,
-            Orders("lat", random.Random(2)),
-            range(warm_until, warm_until + int(args.rate * args.seconds)),
-            args.rate,
-            latencies,
-        )
+        numbers = range(warm_until, warm_until + int(args.rate * args.seconds))
+        first, last = await send_steady(producer, traffic("lat", 2), numbers, args.rate, latencies)
         cpu = meter.line({worker.pid: "worker"})
         await latencies.wait_all_seen(args.drain)
     finally:
         await reader.stop()
         await producer.stop()
-    achieved = len(latencies.sent) / (last - first) if last > first else float("nan")
+    achieved = len(numbers) / (last - first) if last > first else float("nan")
     worker.check_alive()
     metrics = worker.metrics()
     info = {
@@ -382,6 +496,41 @@ async def measure_worker(
 
 
 # -------------------------------------------------------------------------------- report
+
+
+def store_established(settings: Settings, args: argparse.Namespace) -> Established:
+    """Store ``--accounts`` accounts with a year of history (and the cut-offs and cluster
+    models they settled with); return the everyday traffic of those accounts."""
+    assert settings.redis_url
+    definitions = load_definitions(settings.definitions_path, VOCABULARY)
+    history, templates = stored_history(args, definitions)
+    write_globals(settings.redis_url, settings.redis_key_prefix, history)
+    written = write_states(
+        settings.redis_url,
+        settings.redis_key_prefix,
+        replicated(templates, args.accounts, ESTABLISHED_ID_FORMAT),
+    )
+    console.print(
+        f"{written:,} established accounts in Redis ({len(templates):,} simulated, "
+        f"{history.events:,} events of history folded in {history.seconds:.0f}s)"
+    )
+    return Established(
+        "everyday",
+        random.Random(args.seed + 1),
+        settings,
+        [t.account_id for t in templates],
+        args.accounts,
+        args.seed,
+    )
+
+
+def scenario_title(args: argparse.Namespace) -> str:
+    if args.scenario == "established":
+        return (
+            f"{args.accounts:,} established accounts' everyday traffic, 1 in "
+            f"{round(1 / args.probe_share)} events a prospect's first order (timed)"
+        )
+    return f"every event a prospect's first order, profiles {args.profile_age_days:g} days old"
 
 
 def timeline(latencies: Latencies, start: float, window: float) -> Table:
@@ -412,7 +561,22 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="events per second")
     parser.add_argument("--seconds", type=float, default=60, help="measured phase")
     parser.add_argument("--baseline-seconds", type=float, default=15)
-    parser.add_argument("--warmup-seconds", type=float, default=5, help="at the rate, unmeasured")
+    parser.add_argument("--warmup-seconds", type=float, default=10, help="at the rate, unmeasured")
+    parser.add_argument(
+        "--scenario",
+        choices=("established", "first-orders"),
+        default="established",
+        help="established: everyday traffic of --accounts accounts with a year of history, "
+        "with a timed first order of a prospect in every 1/--probe-share events; "
+        "first-orders: every event a prospect's first order (3-4 changes each)",
+    )
+    parser.add_argument(
+        "--probe-share",
+        type=float,
+        default=0.1,
+        help="established: share of the events that are timed first orders",
+    )
+    add_stored_history_arguments(parser)
     parser.add_argument("--drain", type=float, default=60, help="max wait for the last changes")
     parser.add_argument(
         "--profile-age-days",
@@ -428,8 +592,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     started = time.monotonic()
+    established = args.scenario == "established"
+    probe_share = args.probe_share if established else 1.0
 
-    pool = int(args.rate * (args.seconds + args.warmup_seconds)) + 2000
+    pool = int(args.rate * probe_share * (args.seconds + args.warmup_seconds)) + 2000
     profile_at = datetime.now(UTC) - timedelta(days=args.profile_age_days)
     templates = prospect_templates(500, profile_at, random.Random(5))
     overrides = {}
@@ -444,21 +610,23 @@ def main() -> int:
             settings.redis_key_prefix,
             replicated(templates, pool + 1, ID_FORMAT),
         )
-        console.print(
-            f"{written:,} prospect accounts in Redis; baseline for {args.baseline_seconds:.0f}s"
-        )
+        console.print(f"{written:,} prospect accounts in Redis")
+        everyday = None
+        if established:
+            everyday = store_established(settings, args)
         rows = asyncio.run(baseline(settings, args.rate, args.baseline_seconds))
         with WorkerProcess(
             settings, "latency", SEGWORKER_CONSUMER_FETCH_MAX_WAIT_MS=str(wait)
         ) as worker:
-            run = asyncio.run(measure_worker(settings, args, worker))
+            traffic = Traffic(settings, everyday, probe_share)
+            run = asyncio.run(measure_worker(settings, args, worker, traffic))
         rows[worker_name] = result = run.summary
         info = run.info
 
     table = Table(
         title=run_title(
             f"end-to-end latency at {args.rate:,.0f} events/s, {args.seconds:.0f} s "
-            f"(baseline {args.baseline_seconds:.0f} s), profiles {args.profile_age_days:g} days old"
+            f"(baseline {args.baseline_seconds:.0f} s), {scenario_title(args)}"
         )
     )
     for column in (
