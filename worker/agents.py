@@ -162,7 +162,9 @@ class BatchProcessor:
         accounts = await self.store.due_accounts(now, self.settings.sweep_batch_size)
         if accounts:
             cause = f"time:{datetime.fromtimestamp(now, UTC).date().isoformat()}"
-            await self.reevaluate(accounts, cause, at=now)
+            await self.reevaluate(
+                accounts, cause, at=now, step=self.settings.cluster_reassign_batch_size
+            )
         return len(accounts)
 
     async def refresh_thresholds(self) -> int:
@@ -228,16 +230,20 @@ class BatchProcessor:
         at: float | None = None,
         only: Container[str] | None = None,
         previous: Mapping[str, Mapping[str, str]] | None = None,
+        step: int | None = None,
     ) -> BatchResult:
         """Evaluate stored accounts again (time passed, cut-offs moved) and deliver changes.
 
+        ``step``: accounts per Redis transaction (default ``sweep_batch_size``); its CPU
+        runs without yielding, so in a running worker it bounds how long a batch of
+        events waits behind this.
         ``previous``: family fingerprints of earlier definitions versions
         (``StateStore.load_family_fingerprints``); with it, families defined as when the
         account was last evaluated are not evaluated again unless time may have changed
         them (a recompute after a definitions change evaluates the changed families).
         """
         total = BatchResult()
-        size = self.settings.sweep_batch_size
+        size = step or self.settings.sweep_batch_size
         for start in range(0, len(accounts), size):
             chunk = accounts[start : start + size]
             result = await self._retrying(

@@ -109,8 +109,9 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         le=10_000,
-        description="Accounts per step of the re-assignment after a new model or new ABC "
-        "cut-offs; a step's CPU (about 0.2 ms per account) runs without yielding",
+        description="Accounts per step of a background re-evaluation (time sweep, new "
+        "cluster model, new ABC cut-offs); a step's CPU (about 0.2-0.5 ms per account) runs "
+        "without yielding, so it bounds how long a batch of events waits behind it",
     )
     cluster_reassign_share: float = Field(
         default=0.25,
