@@ -153,8 +153,9 @@ class AccountState:
     imported_until: float = 0.0
     sampled_day: int | None = None
     memberships: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    #: ``[definitions fingerprint, next due time]`` of the last full evaluation, cleared
-    #: by every applied event until it is evaluated (see ``worker.impact``)
+    #: ``[definitions fingerprint, next due time, day, cluster model token, ...]`` of the
+    #: last full evaluation, cleared by every applied event until it is evaluated: which
+    #: rule and cluster families the next event may skip (see ``worker.impact``)
     evaluated: list[Any] = field(default_factory=list)
     #: ids of the changes the last write of this account put in the outbox; the next
     #: writer delivers those still there before its own (``worker.store``)
@@ -339,8 +340,10 @@ def _apply_profile(state: AccountState, event: AccountProfile) -> None:
 
 
 #: The state attributes each event type's applier may change (besides the bookkeeping
-#: of ``apply``: clock, offsets, recent ids, import watermark, pruning of expired rows,
-#: none of which changes a feature at a given day).
+#: of ``apply``: clock, offsets, recent ids, import watermark, pruning of expired rows;
+#: of these only pruning changes a feature at a given day, ``is_member``, which reads
+#: whether any points rows remain: ``worker.impact`` evaluates the families reading a
+#: table the event prunes).
 TOUCHES: dict[type, frozenset[str]] = {
     OrderPlaced: frozenset(
         {"orders", "categories", "first_order_day", "last_order_day", "roles", "last_activity_day"}

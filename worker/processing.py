@@ -16,7 +16,7 @@ from worker import clustering, features, membership
 from worker.clustering import ClusterSnapshot
 from worker.events import AccountErased, AnyInputEvent, SegmentChanged
 from worker.features import NO_GLOBALS, AccountState, FeatureView, Globals
-from worker.impact import Impact
+from worker.impact import Impact, mark_clusters
 from worker.rules import Definitions, FamilyDefinition, Match, evaluate_family
 
 
@@ -35,7 +35,8 @@ def evaluate(
     threshold change evaluates the account at the global stream time. ``only`` limits
     the evaluation to some families (a new cluster model re-assigns its family only);
     families in ``skip`` keep their memberships (``worker.impact`` knows they cannot
-    have changed).
+    have changed). The cluster families assigned (or skipped) are recorded in the
+    evaluation mark with their snapshots (``impact.mark_clusters``).
     Returns the changes, in family order (exits before entries within a family).
     """
     if at is not None:
@@ -61,17 +62,24 @@ def evaluate(
         changes.extend(family_changes)
         if kept:
             updated[family.id] = kept
+    assigned: dict[str, ClusterSnapshot] = {}
     for family_id, snapshot in globals.clusters.items():
         current = state.memberships.get(family_id, {})
         if snapshot is None or (only is not None and family_id not in only):
             kept, family_changes = dict(current), []
+        elif family_id in skip:
+            kept, family_changes = dict(current), []
+            assigned[family_id] = snapshot
         else:
             kept, family_changes = _assign_cluster(
                 family_id, snapshot, current, view, context, globals.cluster_margin
             )
+            assigned[family_id] = snapshot
         changes.extend(family_changes)
         if kept:
             updated[family_id] = kept
+    if assigned or len(state.evaluated) > 2:
+        mark_clusters(state, assigned, globals.cluster_margin)
     for family_id, current in state.memberships.items():
         if family_id not in updated and family_id not in _families(definitions, globals):
             reason = f"segment family {family_id} is no longer defined"
@@ -203,9 +211,10 @@ def process_event(
     """Apply ``event`` to ``state`` and return the membership changes it causes.
 
     Returns None when the event was already applied (a redelivery or duplicate).
-    With ``impact``, families the event cannot change are not evaluated again.
+    With ``impact``, families the event cannot change (cluster families included) are
+    not evaluated again.
     """
-    skip = impact.unaffected(state, event) if impact is not None else frozenset()
+    skip = impact.unaffected(state, event, globals) if impact is not None else frozenset()
     if not features.apply(state, event, position):
         return None
     return evaluate(state, definitions, cause=event.event_id, globals=globals, skip=skip)

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import ast
 import bisect
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from worker import membership
-from worker.features import CATEGORY_BUCKET_DAYS, HORIZON_DAYS, AccountState
+from worker.features import CATEGORY_BUCKET_DAYS, DAILY_INPUT, HORIZON_DAYS, AccountState
 from worker.rules import Definitions
 
 #: Every window length (days) some feature sums over.
@@ -30,6 +33,10 @@ DAYS_SINCE = {
     "days_since_activity": "last_activity_day",
 }
 ROLE_WINDOWS = (30, 90)
+#: The per-day row tables the windows sum over.
+TABLES = ("orders", "points", "campaigns")
+#: State attributes whose features do not change with time (only with an event).
+TIMELESS = frozenset({"profile", "tier", "points_balance", "unsubscribed"})
 DAY = 86400
 
 
@@ -81,14 +88,16 @@ class Schedule:
 
 
 def _window_edges(state: AccountState, today: int) -> list[int]:
+    return [edge for table in TABLES for edge in _table_edges(getattr(state, table), today)]
+
+
+def _table_edges(rows: list[list[Any]], today: int) -> list[int]:
     edges = []
-    tables: tuple[list[list[Any]], ...] = (state.orders, state.points, state.campaigns)
-    for rows in tables:
-        for window in WINDOW_DAYS:
-            # the oldest row still inside the window is the next to leave it
-            index = bisect.bisect_right(rows, today - window, key=lambda row: row[0])
-            if index < len(rows):
-                edges.append(int(rows[index][0]) + window)
+    for window in WINDOW_DAYS:
+        # the oldest row still inside the window is the next to leave it
+        index = bisect.bisect_right(rows, today - window, key=lambda row: row[0])
+        if index < len(rows):
+            edges.append(int(rows[index][0]) + window)
     return edges
 
 
@@ -110,6 +119,73 @@ def _category_edges(state: AccountState) -> list[int]:
     leaving = [int(bucket) * CATEGORY_BUCKET_DAYS + HORIZON_DAYS for bucket in state.categories]
     future = [day for day in leaving if day > today]
     return [min(future)] if future else []
+
+
+def stable_until(state: AccountState, inputs: Iterable[str]) -> int | None:
+    """The first day after the account's own on which a feature that reads only ``inputs``
+    (state attributes, see ``worker.features.FEATURE_INPUTS``) may have another value
+    without a new event; None: never.
+
+    Window and category edges as in ``Schedule.next_due``, whatever the definitions
+    compare; a days-since feature changes every day (the next day); an input not known
+    here (the shared globals) may change at any moment: the account's own day.
+
+    >>> state = AccountState("A", clock=100 * DAY, categories={"3": {"tools": 5.0}})
+    >>> stable_until(state, {"categories", "profile"})  # bucket 3 leaves on day 3*30+365
+    455
+    >>> state.last_order_day = 90
+    >>> stable_until(state, {"categories", "last_order_day"})  # recency_days grows daily
+    101
+    >>> stable_until(state, {"profile"}) is None, stable_until(state, {"globals"})
+    (True, 100)
+    """
+    horizon = _horizon(inputs if isinstance(inputs, frozenset) else frozenset(inputs))
+    today = state.now_day
+    if horizon.unknown:
+        return today
+    for table in horizon.tables:
+        rows = getattr(state, table)
+        if rows and rows[0][0] <= today - HORIZON_DAYS:
+            return today  # a row out of every window, which the next event prunes (is_member)
+    daily = horizon.daily
+    for attribute in horizon.since:
+        daily = daily or getattr(state, attribute) is not None
+    if daily:
+        return today + 1  # no edge comes sooner (edges are later days)
+    days: list[int] = []
+    for table in horizon.tables:
+        days += _table_edges(getattr(state, table), today)
+    if horizon.categories:
+        days += _category_edges(state)
+    if horizon.roles:
+        days += _role_edges(state)
+    future = [day for day in days if day > today]
+    return min(future) if future else None
+
+
+@dataclass(frozen=True)
+class _Horizon:
+    """How ``stable_until`` treats a set of inputs (sorted out once per set)."""
+
+    unknown: bool
+    daily: bool
+    since: tuple[str, ...]
+    tables: tuple[str, ...]
+    categories: bool
+    roles: bool
+
+
+@functools.cache
+def _horizon(inputs: frozenset[str]) -> _Horizon:
+    known = {*DAYS_SINCE.values(), DAILY_INPUT, *TABLES, "categories", "roles", *TIMELESS}
+    return _Horizon(
+        unknown=not inputs <= known,
+        daily=DAILY_INPUT in inputs,
+        since=tuple(sorted(inputs & set(DAYS_SINCE.values()))),
+        tables=tuple(table for table in TABLES if table in inputs),
+        categories="categories" in inputs,
+        roles="roles" in inputs,
+    )
 
 
 def constants_compared_with(definitions: Definitions, feature: str) -> tuple[int, ...]:
