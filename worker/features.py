@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import hashlib
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.clustering import ClusterSnapshot
+from worker.clustering import DEFAULT_CATEGORIES, ClusterSnapshot
 from worker.events import (
     AccountProfile,
     AnyInputEvent,
@@ -387,6 +389,32 @@ def _window_sums(rows: list[list[Any]], now_day: int, column: int, days: int) ->
     return total
 
 
+def _window_totals(
+    rows: list[list[Any]], now_day: int, column: int, days: tuple[int, ...]
+) -> list[float]:
+    """``_window_sums`` of several windows (``days`` ascending) from one newest-first pass.
+
+    Each total adds the same rows in the same order as a pass of its own would, so
+    the values are identical to calling ``_window_sums`` once per window.
+    """
+    totals: list[float] = []
+    count = len(days)
+    limit = days[0]
+    total = 0.0
+    for row in reversed(rows):
+        age = now_day - row[0]
+        if age >= limit:  # the row is outside one or more windows: they are complete
+            while age >= days[len(totals)]:
+                totals.append(total)
+                if len(totals) == count:
+                    return totals
+            limit = days[len(totals)]
+        if age >= 0:
+            total += row[column]
+    totals.extend([total] * (count - len(totals)))
+    return totals
+
+
 class FeatureView(dict[str, Any]):
     """The feature catalogue of one account at day ``now_day``, computed on demand.
 
@@ -397,66 +425,52 @@ class FeatureView(dict[str, Any]):
     :data:`GLOBAL_FEATURES`) to read the whole catalogue.
     """
 
-    __slots__ = ("globals", "now_day", "state")
+    __slots__ = ("_category_shares", "globals", "now_day", "state")
 
     def __init__(self, state: AccountState, now_day: int, globals: Globals = NO_GLOBALS) -> None:
         super().__init__()
         self.state = state
         self.now_day = now_day
         self.globals = globals
+        self._category_shares: dict[str, float] | None = None
 
     def __missing__(self, name: str) -> Any:
-        window = WINDOWED.get(name)
-        if window is not None:
-            self._sum_windows(window.attribute, window.column)
-            return dict.__getitem__(self, name)
-        compute = FEATURES.get(name)
+        # One lookup for every catalogue name (see _VIEW_COMPUTE); a miss costs little more
+        # than the computation itself.
+        compute = _VIEW_COMPUTE.get(name)
         if compute is not None:
-            value = compute.compute(self.state, self.now_day)
-        elif name in GLOBAL_FEATURES:
-            value = GLOBAL_FEATURES[name].compute(self)
+            value = compute(self)
         elif name.startswith("share."):
-            value = self._shares().get(name[6:], 0.0)
+            value = self._shares().get(name[6:], 0.0)  # no spend in the category
         else:
             raise KeyError(name)
         self[name] = value
         return value
 
     def get(self, name: str, default: Any = None) -> Any:
-        # dict.get would skip __missing__; rules read every feature through here.
+        # dict.get would skip __missing__; clustering, drift and profiles read through here.
         try:
             return self[name]
         except KeyError:
             return default
 
-    def _sum_windows(self, attribute: str, column: int) -> None:
-        """Every catalogued window of one column, from one newest-first pass over its rows.
-
-        Each window's sum adds the same rows in the same order as a pass of its own
-        would, so the values are identical to summing each window separately.
-        """
-        windows = WINDOWS_OF[(attribute, column)]  # (days, name), shortest first
-        rows = getattr(self.state, attribute)
-        now_day = self.now_day
-        total = 0.0
-        index = 0
-        for row in reversed(rows):
-            age = now_day - row[0]
-            while index < len(windows) and age >= windows[index][0]:
-                self[windows[index][1]] = round(total, 2)
-                index += 1
-            if index == len(windows):
-                return
-            if age >= 0:
-                total += row[column]
-        for _days, name in windows[index:]:
-            self[name] = round(total, 2)
-
     def _shares(self) -> dict[str, float]:
-        shares = dict.get(self, "share.*")
+        """All category shares, computed once per view.
+
+        Each is also stored as ``share.<category>``, and so is 0.0 for the known
+        categories without spend, so that the next category read (the needs model reads
+        all of them, conditions a few) is a plain dict hit rather than another miss.
+        """
+        shares = self._category_shares
         if shares is None:
-            shares = self["share.*"] = category_shares(self.state, self.now_day)
+            shares = self._category_shares = category_shares(self.state, self.now_day)
+            self.update(_NO_SHARES)
+            self.update({"share." + category: share for category, share in shares.items()})
         return shares
+
+
+#: ``share.<category>`` of the known categories (the needs space) for an account without spend.
+_NO_SHARES: dict[str, float] = {f"share.{category}": 0.0 for category in DEFAULT_CATEGORIES}
 
 
 @dataclass(frozen=True)
@@ -489,14 +503,30 @@ def _windowed(attribute: str, column: int, days: int) -> Window:
     return Window(attribute, column, days)
 
 
-def _ratio(numerator: str, denominator: str) -> Callable[[AccountState, int], float | None]:
-    def compute(state: AccountState, now_day: int) -> float | None:
-        below = FEATURES[denominator].compute(state, now_day)
+@dataclass(frozen=True)
+class Ratio:
+    """Feature ``numerator`` / feature ``denominator``, rounded; None when the latter is 0."""
+
+    numerator: str
+    denominator: str
+
+    def __call__(self, state: AccountState, now_day: int) -> float | None:
+        below = FEATURES[self.denominator].compute(state, now_day)
         if not below:
             return None
-        return round(FEATURES[numerator].compute(state, now_day) / below, 4)
+        return round(FEATURES[self.numerator].compute(state, now_day) / below, 4)
 
-    return compute
+    def in_view(self, view: FeatureView) -> float | None:
+        """The same from ``view``'s values: they equal what ``__call__`` computes, and the
+        view usually holds them already (``campaigns_sent_365d`` is read just before)."""
+        below = view[self.denominator]
+        if not below:
+            return None
+        return round(view[self.numerator] / below, 4)
+
+
+def _ratio(numerator: str, denominator: str) -> Ratio:
+    return Ratio(numerator, denominator)
 
 
 def _days_since(attribute: str) -> Callable[[AccountState, int], int | None]:
@@ -512,19 +542,17 @@ def _profile(key: str) -> Callable[[AccountState, int], Any]:
 
 
 def _revenue_prev_90d(state: AccountState, now_day: int) -> float:
-    return round(
-        _window_sums(state.orders, now_day, ORDER_REVENUE, 180)
-        - _window_sums(state.orders, now_day, ORDER_REVENUE, 90),
-        2,
-    )
+    last_90, last_180 = _window_totals(state.orders, now_day, ORDER_REVENUE, (90, 180))
+    return round(last_180 - last_90, 2)
 
 
 def _momentum(state: AccountState, now_day: int) -> float | None:
     """Revenue of the last 90 days relative to the 90 before (1.0 = flat)."""
-    before = _revenue_prev_90d(state, now_day)
+    last_90, last_180 = _window_totals(state.orders, now_day, ORDER_REVENUE, (90, 180))
+    before = round(last_180 - last_90, 2)  # revenue_prev_90d
     if before <= 0:
         return None
-    return round(_window_sums(state.orders, now_day, ORDER_REVENUE, 90) / before, 4)
+    return round(last_90 / before, 4)
 
 
 def category_shares(state: AccountState, now_day: int) -> dict[str, float]:
@@ -542,7 +570,14 @@ def category_shares(state: AccountState, now_day: int) -> dict[str, float]:
 
 
 def _top_category(state: AccountState, now_day: int) -> str | None:
-    shares = category_shares(state, now_day)
+    return _top_of(category_shares(state, now_day))
+
+
+def _top_category_in_view(view: FeatureView) -> str | None:
+    return _top_of(view._shares())  # the shares the view already computed for share.*
+
+
+def _top_of(shares: dict[str, float]) -> str | None:
     return max(shares, key=lambda c: (shares[c], c)) if shares else None
 
 
@@ -719,6 +754,45 @@ GLOBAL_FEATURES: dict[str, GlobalFeature] = {
 }
 
 
+def _view_computer(name: str, feature: Feature) -> Callable[[FeatureView], Any]:
+    """How ``FeatureView`` computes a catalogue feature: from what it already holds where
+    that gives the identical value, else from the state at the view's day."""
+    compute = feature.compute
+    if isinstance(compute, Window):
+        return _column_windows(name, compute)
+    if isinstance(compute, Ratio):
+        return compute.in_view
+    if compute is _top_category:
+        return _top_category_in_view
+    return lambda view: compute(view.state, view.now_day)
+
+
+def _column_windows(name: str, window: Window) -> Callable[[FeatureView], Any]:
+    """Computes ``name`` and stores every other catalogued window of its column in the
+    view as well: one pass over the rows for all of them."""
+    rows_of = operator.attrgetter(window.attribute)
+    column = window.column
+    windows = WINDOWS_OF[(window.attribute, window.column)]  # (days, name), shortest first
+    days = tuple(length for length, _ in windows)
+    names = tuple(window_name for _, window_name in windows)
+    position = names.index(name)
+
+    def compute(view: FeatureView) -> float:
+        totals = _window_totals(rows_of(view.state), view.now_day, column, days)
+        values = [round(total, 2) for total in totals]
+        view.update(zip(names, values, strict=True))
+        return values[position]
+
+    return compute
+
+
+#: What ``FeatureView.__missing__`` calls for each name of the catalogue.
+_VIEW_COMPUTE: dict[str, Callable[[FeatureView], Any]] = {
+    **{name: _view_computer(name, feature) for name, feature in FEATURES.items()},
+    **{name: feature.compute for name, feature in GLOBAL_FEATURES.items()},
+}
+
+
 #: Input of the features that also depend on the shared ``Globals``.
 GLOBAL_INPUT = "globals"
 #: Input of the features that change every day in a way no due time predicts.
@@ -767,10 +841,20 @@ _CATEGORY = re.compile(r"[a-z0-9_]{1,64}")
 
 
 def _share(features: Mapping[str, Any], category: str) -> Any:
-    # Only category names: "share.*" is FeatureView's cache of all shares.
-    if not _CATEGORY.fullmatch(category):
+    key = _share_key(category)
+    if key is None:
         return None
-    return features.get(f"share.{category}")
+    try:  # as features.get(key), without the Python-level call of FeatureView.get
+        return features[key]
+    except KeyError:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _share_key(category: str) -> str | None:
+    """``share.<category>``, or None for anything but a category name (a condition's text
+    must address nothing else). Cached: conditions pass the same few constants."""
+    return f"share.{category}" if _CATEGORY.fullmatch(category) else None
 
 
 #: What segment conditions may refer to.

@@ -263,6 +263,24 @@ def _constant(value: Any) -> _Evaluator:
     return lambda _features: value
 
 
+# Features are read as ``features[name]``, a name the mapping lacks being missing (None),
+# which is what ``Mapping.get`` does. Subscription reaches ``FeatureView.__missing__`` (it
+# computes the feature) at C level, where ``.get`` would be one Python call more per read.
+# The builders below that take a feature *name* read it themselves rather than through a
+# child closure: one call less for the most common shapes (`feature >= 1000`,
+# `feature in [...]`, `feature == null`).
+
+
+def _feature(name: str) -> _Evaluator:
+    def read(features: Features) -> Any:
+        try:
+            return features[name]
+        except KeyError:
+            return None
+
+    return read
+
+
 def _all_of(operands: tuple[_Evaluator, ...]) -> _Evaluator:
     if len(operands) == 2:
         first, second = operands
@@ -356,8 +374,13 @@ def _binary_arithmetic(
 
 
 def _comparison(compare: Callable[[Any, Any], Any], left: _Node, right: _Node) -> _Evaluator:
-    # Specialised for a constant on one side (the usual `feature >= 1000`): one closure call
-    # and the C-level operator per evaluation. Constants here are never None.
+    # Specialised for a constant on one side and for features read inline (the usual
+    # `feature >= 1000`: one closure call and the C-level operator per evaluation).
+    # Constants here are never None.
+    if left.feature is not None and right.is_constant:
+        return _feature_against_constant(compare, left.feature, right.value)
+    if left.feature is not None and right.feature is not None:
+        return _feature_against_feature(compare, left.feature, right.feature)
     get_left, get_right = left.evaluate, right.evaluate
     if right.is_constant:
         constant = right.value
@@ -386,26 +409,88 @@ def _comparison(compare: Callable[[Any, Any], Any], left: _Node, right: _Node) -
     return general
 
 
-def _membership(left: _Evaluator, items: frozenset[Any], negate: bool) -> _Evaluator:
+def _feature_against_constant(
+    compare: Callable[[Any, Any], Any], name: str, constant: Any
+) -> _Evaluator:
+    def feature_against_constant(features: Features) -> bool | None:
+        try:
+            a = features[name]
+        except KeyError:
+            return None
+        return None if a is None else compare(a, constant)
+
+    return feature_against_constant
+
+
+def _feature_against_feature(
+    compare: Callable[[Any, Any], Any], left: str, right: str
+) -> _Evaluator:
+    def feature_against_feature(features: Features) -> bool | None:
+        try:
+            a = features[left]
+        except KeyError:
+            return None
+        if a is None:
+            return None
+        try:
+            b = features[right]
+        except KeyError:
+            return None
+        return None if b is None else compare(a, b)
+
+    return feature_against_feature
+
+
+def _membership(left: _Node, items: frozenset[Any], negate: bool) -> _Evaluator:
+    if left.feature is not None:
+        return _feature_membership(left.feature, items, negate)
+    get_left = left.evaluate
     if negate:
 
         def not_in(features: Features) -> bool | None:
-            value = left(features)
+            value = get_left(features)
             return None if value is None else value not in items
 
         return not_in
 
     def in_(features: Features) -> bool | None:
-        value = left(features)
+        value = get_left(features)
         return None if value is None else value in items
 
     return in_
 
 
-def _missing(operand: _Evaluator, negate: bool) -> _Evaluator:
+def _feature_membership(name: str, items: frozenset[Any], negate: bool) -> _Evaluator:
+    def feature_in(features: Features) -> bool | None:
+        try:
+            value = features[name]
+        except KeyError:
+            return None
+        if value is None:
+            return None
+        return value not in items if negate else value in items
+
+    return feature_in
+
+
+def _missing(operand: _Node, negate: bool) -> _Evaluator:
+    if operand.feature is not None:
+        return _feature_missing(operand.feature, negate)
+    get = operand.evaluate
     if negate:
-        return lambda features: operand(features) is not None
-    return lambda features: operand(features) is None
+        return lambda features: get(features) is not None
+    return lambda features: get(features) is None
+
+
+def _feature_missing(name: str, negate: bool) -> _Evaluator:
+    def feature_is_missing(features: Features) -> bool:
+        try:
+            missing = features[name] is None
+        except KeyError:
+            missing = True
+        return missing is not negate
+
+    return feature_is_missing
 
 
 def _chain(first: _Evaluator, steps: tuple[tuple[_ValueTest, _Evaluator], ...]) -> _Evaluator:
@@ -429,6 +514,9 @@ def _chain(first: _Evaluator, steps: tuple[tuple[_ValueTest, _Evaluator], ...]) 
 def _call(impl: Callable[..., Any], arguments: tuple[_Node, ...]) -> _Evaluator:
     if all(argument.is_constant for argument in arguments):
         values = tuple(argument.value for argument in arguments)
+        if len(values) == 1:  # the usual `share("tools")`: no argument tuple to unpack
+            (value,) = values
+            return lambda features: impl(features, value)
         return lambda features: impl(features, *values)
     evaluators = tuple(argument.evaluate for argument in arguments)
 
@@ -479,6 +567,8 @@ class _Node:
     syntax: ast.AST
     is_constant: bool = False
     value: Any = None
+    #: the feature name when the node only reads that feature (evaluators read it inline)
+    feature: str | None = None
 
 
 _COMPARISONS: dict[type[ast.cmpop], tuple[str, Callable[[Any, Any], Any]]] = {
@@ -710,10 +800,10 @@ class _Compiler:
             suggestion = _closest(name, self._vocabulary.features)
             hint = f"did you mean '{suggestion}'?" if suggestion else f'text needs quotes: "{name}"'
             self._fail(syntax, f"unknown feature '{name}' ({hint})")
-        evaluator: _Evaluator = operator.methodcaller("get", name)  # C-level, None if absent
+        evaluator = _feature(name)
         self._names.setdefault(name)
         self._explained.setdefault(name, evaluator)
-        return _Node(evaluator, kind, syntax)
+        return _Node(evaluator, kind, syntax, feature=name)
 
     def _reject_private(self, syntax: ast.AST, name: str) -> None:
         # Names are NFKC-normalised by the parser, so this also catches look-alike
@@ -790,7 +880,7 @@ class _Compiler:
                 # A constant node holding the set; its kind is never looked at again.
                 right = _Node(_constant(items), left.kind, comparator, True, items)
                 steps.append((_member_test(negate), right.evaluate))
-                single = _membership(left.evaluate, items, negate)
+                single = _membership(left, items, negate)
             else:
                 right = self._compile(comparator)
                 test, single = self._compare_pair(left, right, op, syntax)
@@ -814,7 +904,7 @@ class _Compiler:
                 self._fail(left.syntax, f"null can only be used with == and !=, not {symbol}")
             negate = symbol == "!="
             other = right if left.kind == "null" else left
-            return _missing_test(negate), _missing(other.evaluate, negate)
+            return _missing_test(negate), _missing(other, negate)
         if left.kind != right.kind:
             self._fail(
                 left.syntax,
@@ -1408,11 +1498,38 @@ def evaluate_family(family: FamilyDefinition, features: Features) -> list[Match]
     >>> [m.reason() for m in evaluate_family(definitions.family("apriori"), {"industry": "x"})]
     ['true']
     """
+    exclusive, segments = _plan(family)
     matches: list[Match] = []
-    for segment in family.segments:
-        condition = segment.condition
-        if condition.evaluate(features):
-            matches.append(Match(segment.id, segment.when, condition=condition, features=features))
-            if family.exclusive:
+    for evaluator, segment_id, rule, condition in segments:
+        # None (unknown) is false here, just as bool() makes it in Condition.evaluate.
+        if evaluator(features):
+            matches.append(Match(segment_id, rule, condition=condition, features=features))
+            if exclusive:
                 break
     return matches
+
+
+# What evaluating a family reads of its (frozen) models, once per family object: the
+# attribute lookups and the Condition.evaluate call per segment were a fifth of the cost
+# of evaluating a family whose features are computed. Keyed by identity, as hashing a
+# family would cost more than evaluating it; the entry holds the family, so its id
+# cannot be reused while cached.
+_Plan = tuple[bool, tuple[tuple[_Evaluator, str, str, Condition], ...]]
+_PLANS: dict[int, tuple[FamilyDefinition, _Plan]] = {}
+
+
+def _plan(family: FamilyDefinition) -> _Plan:
+    cached = _PLANS.get(id(family))
+    if cached is not None and cached[0] is family:
+        return cached[1]
+    if len(_PLANS) >= 256:  # definitions were reloaded many times: drop the old ones
+        _PLANS.clear()
+    plan = (
+        family.exclusive,
+        tuple(
+            (segment.condition._evaluator, segment.id, segment.when, segment.condition)
+            for segment in family.segments
+        ),
+    )
+    _PLANS[id(family)] = (family, plan)
+    return plan

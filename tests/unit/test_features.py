@@ -19,6 +19,8 @@ from worker.features import (
     HORIZON_DAYS,
     AccountState,
     FeatureView,
+    _window_sums,
+    _window_totals,
     apply,
     category_shares,
     day_of,
@@ -314,3 +316,39 @@ def test_re_importing_a_long_history_applies_nothing_twice():
     assert {k: v for k, v in state.to_dict().items() if k != "applied"} == {
         k: v for k, v in before.items() if k != "applied"
     }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-50, 500), st.floats(-1e6, 1e6)), max_size=40),
+    st.integers(0, 450),
+    st.lists(st.integers(1, 400), min_size=1, max_size=5, unique=True),
+)
+def test_one_pass_window_totals_equal_one_pass_per_window(rows, now_day, days):
+    # Identical floats, not only close ones: the same rows are added in the same order.
+    rows = sorted([[day, value] for day, value in rows], key=lambda row: row[0])
+    days = tuple(sorted(days))
+    totals = _window_totals(rows, now_day, 1, days)
+    assert totals == [_window_sums(rows, now_day, 1, length) for length in days]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(events(), max_size=25), st.integers(min_value=0, max_value=800), st.randoms())
+def test_a_view_gives_the_catalogue_values_in_any_reading_order(history, days_later, rng):
+    # The view reuses what it holds (windows of a column, ratios of cached windows, the
+    # shares for top_category and share.*); the values must be what the catalogue computes.
+    state = AccountState("A1")
+    for offset, event in enumerate(history):
+        apply(state, event, ("t:0", offset))
+    day = day_of(T0 + timedelta(days=days_later))
+    names = [*FEATURES, "share.tools", "share.office", "share.hvac", "share.unknown"]
+    rng.shuffle(names)
+    view = FeatureView(state, day)
+    shares = category_shares(state, day)
+    for name in names:
+        if name.startswith("share."):
+            expected = shares.get(name.removeprefix("share."), 0.0)
+        else:
+            expected = FEATURES[name].compute(state, day)
+        assert view[name] == expected, name
+        assert view.get(name) == expected, name

@@ -875,3 +875,63 @@ def test_family_evaluation_does_not_mutate_features(features: dict[str, Any]) ->
         for match in matches:
             assert isinstance(match.reason(), str)
     assert features == before
+
+
+@settings(database=None, max_examples=100, deadline=None)
+@given(features=feature_dicts)
+def test_family_evaluation_agrees_with_each_condition(features: dict[str, Any]) -> None:
+    # evaluate_family runs the compiled closures it collected once per family object;
+    # a family loaded again (another object) must give the same matches.
+    for definitions in (
+        load_definitions(DEFINITIONS, VOCABULARY),
+        load_definitions(DEFINITIONS, VOCABULARY),
+    ):
+        for family in definitions.families:
+            matching = [s.id for s in family.segments if s.condition.evaluate(features)]
+            expected = matching[:1] if family.exclusive else matching
+            assert [m.segment_id for m in evaluate_family(family, features)] == expected
+
+
+class _ComputingMapping(dict[str, Any]):
+    """Computes a feature on a miss, as FeatureView does; `.get` is the Python override."""
+
+    def __missing__(self, name: str) -> Any:
+        if name == "revenue_90d":
+            self[name] = 2500.0
+            return 2500.0
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("revenue_90d >= 1000", True),
+        ("revenue_90d >= recency_days", None),  # recency_days is absent: unknown
+        ("recency_days >= revenue_90d", None),
+        ("revenue_90d == null", False),
+        ("recency_days == null", True),
+        ("recency_days != null", False),
+        ("industry in ['a']", None),
+        ("industry not in ['a']", None),
+        ("revenue_90d in [2500]", True),
+        ("revenue_90d not in [2500]", False),
+        ("1000 < revenue_90d", True),
+        ("revenue_90d + 0 > 1000", True),
+    ],
+)
+def test_features_are_read_through_missing_and_absent_ones_are_unknown(
+    source: str, expected: bool | None
+) -> None:
+    # Inline feature reads subscribe, so a mapping that computes on a miss is asked, and a
+    # name it cannot give (KeyError) is missing, exactly as .get would have it.
+    condition = compile_condition(source, VOCABULARY)
+    negated = compile_condition(f"not ({source})", VOCABULARY)
+    for features in (_ComputingMapping(), MappingProxyType({"revenue_90d": 2500.0})):
+        assert condition.evaluate(features) is (expected is True)
+        assert negated.evaluate(features) is (expected is False)  # unknown: neither holds
