@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ class CpuMeter:
 def run_title(what: str) -> str:
     """``what`` with the date, the core count and the Python version."""
     import platform
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     return (
         f"{what} ({datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, "
@@ -351,9 +352,14 @@ class History:
 
 
 def fold_history(
-    accounts: int, days: int = 365, seed: int = 42, definitions: Definitions | None = None
+    accounts: int,
+    days: int = 365,
+    seed: int = 42,
+    definitions: Definitions | None = None,
+    until: datetime | None = None,
 ) -> History:
-    """Generate ``days`` of history for ``accounts`` and fold it into states.
+    """Generate ``days`` of history for ``accounts`` up to ``until`` (default: a day ago)
+    and fold it into states.
 
     Every event goes through ``process_event`` with the definitions (the default ones
     unless given), as the worker would apply it; the weekly cluster-sample day is tracked
@@ -364,7 +370,7 @@ def fold_history(
     import random
     import time
     import zlib
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, timedelta
 
     from worker import value
     from worker.clustering import ClusterLearner
@@ -379,7 +385,7 @@ def fold_history(
     settings = Settings()
     definitions = definitions or load_definitions(settings.definitions_path, VOCABULARY)
     rng = random.Random(seed)
-    start = datetime.now(UTC) - timedelta(days=days + 1)
+    start = (until or datetime.now(UTC) - timedelta(days=1)) - timedelta(days=days)
     states: dict[str, AccountState] = {}
     offsets: dict[str, int] = {}
     count = 0
@@ -437,12 +443,12 @@ def add_stored_history_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def stored_history(
-    args: argparse.Namespace, definitions: Definitions
+    args: argparse.Namespace, definitions: Definitions, until: datetime | None = None
 ) -> tuple[History, list[PreparedState]]:
-    """Fold ``--sample`` accounts' history (see ``add_stored_history_arguments``) and
-    prepare each state as a template to replicate up to ``--accounts``."""
+    """Fold ``--sample`` accounts' history (see ``add_stored_history_arguments``) up to
+    ``until`` and prepare each state as a template to replicate up to ``--accounts``."""
     sample = args.accounts if args.sample <= 0 else min(args.sample, args.accounts)
-    history = fold_history(sample, args.days, args.seed, definitions)
+    history = fold_history(sample, args.days, args.seed, definitions, until)
     schedule = Schedule(definitions)
     return history, [prepare(state, schedule) for state in history.states]
 

@@ -51,9 +51,11 @@ import itertools
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from common import (
@@ -304,6 +306,8 @@ class Reader:
         self.id_of = id_of
         self.latencies = latencies
         self.records = 0
+        #: records by what caused them: "event", "time", "cluster", "thresholds", ...
+        self.causes: Counter[str] = Counter()
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -321,7 +325,10 @@ class Reader:
             for records in batches.values():
                 self.records += len(records)
                 for record in records:
-                    self.latencies.observe(self.id_of(record.value), now)
+                    record_id = self.id_of(record.value)
+                    self.latencies.observe(record_id, now)
+                    prefix, colon, _ = record_id.partition(":")
+                    self.causes[prefix if colon else "event"] += 1
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -414,7 +421,7 @@ class WorkerRun:
     latencies: Latencies
     start: float
     cpu: str
-    info: dict[str, float]
+    info: dict[str, Any]
 
 
 class Traffic:
@@ -488,6 +495,7 @@ async def measure_worker(
     info = {
         "rss": peak_rss_mib(worker.pid),
         "records": reader.records,
+        "causes": ", ".join(f"{cause} {n:,}" for cause, n in reader.causes.most_common()),
         "batches": metrics.get("segworker_batch_seconds_count", 0.0),
         "batch_seconds": metrics.get("segworker_batch_seconds_sum", 0.0),
         "applied": sum(v for k, v in metrics.items() if k.startswith("segworker_events_total")),
@@ -503,7 +511,9 @@ def store_established(settings: Settings, args: argparse.Namespace) -> Establish
     models they settled with); return the everyday traffic of those accounts."""
     assert settings.redis_url
     definitions = load_definitions(settings.definitions_path, VOCABULARY)
-    history, templates = stored_history(args, definitions)
+    # History up to now: the accounts' first live events then find them as a running
+    # worker would, not a day behind (a day's worth of catch-up changes and sweeps).
+    history, templates = stored_history(args, definitions, until=datetime.now(UTC))
     write_globals(settings.redis_url, settings.redis_key_prefix, history)
     written = write_states(
         settings.redis_url,
@@ -658,7 +668,8 @@ def main() -> int:
         f"worker: {info['applied']:,.0f} events applied in {info['batches']:,.0f} batches "
         f"(mean {info['applied'] / batches:,.0f} events, "
         f"{info['batch_seconds'] / batches * 1000:,.0f} ms per batch), "
-        f"peak RSS {info['rss']:.0f} MiB; {info['records']:,} changes read"
+        f"peak RSS {info['rss']:.0f} MiB; {info['records']:,} changes read (by cause: "
+        f"{info['causes']})"
     )
     console.print(f"CPU while producing (share of one core; 2 cores in all): {run.cpu}")
     met = result["p99"] <= TARGET_P99_MS and result["rate"] >= 0.98 * TARGET_RATE
