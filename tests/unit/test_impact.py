@@ -206,13 +206,19 @@ class _Recorder:
         return getattr(self._state, name)
 
 
-@pytest.mark.parametrize("name", sorted(FEATURES))
-def test_a_feature_reads_only_its_declared_inputs(name):
-    events = history(accounts=3, days=60, seed=6)
+def one_account(days: int) -> AccountState:
+    """The first synthetic account's state after ``days`` of its history."""
+    events = history(accounts=3, days=days, seed=6)
     state = AccountState(events[0].account_id)
     for event in events:
         if event.account_id == state.account_id:
             apply(state, event)
+    return state
+
+
+@pytest.mark.parametrize("name", sorted(FEATURES))
+def test_a_feature_reads_only_its_declared_inputs(name):
+    state = one_account(days=60)
     recorder = _Recorder(state)
     FeatureView(recorder, state.now_day)[name]  # type: ignore[arg-type]
     assert recorder.read <= FEATURE_INPUTS[name]
@@ -529,11 +535,7 @@ def test_cluster_specs_declare_what_their_features_read():
 
 @pytest.mark.parametrize("spec", [BEHAVIOUR, NEEDS], ids=lambda spec: spec.name)
 def test_a_cluster_spec_reads_only_its_declared_inputs(spec):
-    events = history(accounts=3, days=90, seed=6)
-    state = AccountState(events[0].account_id)
-    for event in events:
-        if event.account_id == state.account_id:
-            apply(state, event)
+    state = one_account(days=90)
     recorder = _Recorder(state)
     raw_sample(FeatureView(recorder, state.now_day), spec)  # type: ignore[arg-type]
     assert recorder.read <= spec_inputs(spec)
