@@ -541,15 +541,19 @@ def _profile(key: str) -> Callable[[AccountState, int], Any]:
     return lambda state, _now_day: state.profile.get(key)
 
 
-def _revenue_prev_90d(state: AccountState, now_day: int) -> float:
+def _last_and_previous_90d(state: AccountState, now_day: int) -> tuple[float, float]:
+    """Revenue of the last 90 days (unrounded) and of the 90 before (rounded), one pass."""
     last_90, last_180 = _window_totals(state.orders, now_day, ORDER_REVENUE, (90, 180))
-    return round(last_180 - last_90, 2)
+    return last_90, round(last_180 - last_90, 2)
+
+
+def _revenue_prev_90d(state: AccountState, now_day: int) -> float:
+    return _last_and_previous_90d(state, now_day)[1]
 
 
 def _momentum(state: AccountState, now_day: int) -> float | None:
     """Revenue of the last 90 days relative to the 90 before (1.0 = flat)."""
-    last_90, last_180 = _window_totals(state.orders, now_day, ORDER_REVENUE, (90, 180))
-    before = round(last_180 - last_90, 2)  # revenue_prev_90d
+    last_90, before = _last_and_previous_90d(state, now_day)
     if before <= 0:
         return None
     return round(last_90 / before, 4)
