@@ -327,11 +327,22 @@ def run_worker(app: object, settings: Settings) -> None:
 def freeze_loaded_objects() -> None:
     """Exempt what is loaded so far (faust, river, scipy, ...: it lives as long as the
     process) from garbage collection, so that the collector stops re-scanning it for the
-    short-lived objects of every batch (measured: decoding states took half the time)."""
+    short-lived objects of every batch (measured: decoding states took half the time),
+    and collect the young generation less often (``YOUNG_COLLECTION_THRESHOLD``)."""
     import gc
 
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+
+
+#: Allocations between two collections of the young generation (CPython's default: 700).
+#: Every decoded state allocates a few hundred lists and dicts, so by default a collection
+#: ran every second state; the collector's share of decoding a state was measured at about
+#: a quarter (``bench/latency.py``, 2026-11-29). At most this many extra objects (a few MB)
+#: wait for the next collection.
+YOUNG_COLLECTION_THRESHOLD = 50_000
 
 
 def cmd_produce_sample(args: argparse.Namespace) -> int:
