@@ -107,7 +107,7 @@ def schema_documents() -> dict[str, dict[str, Any]]:
         documents[schema_filename(model)] = _model_document(model, "validation")
     for output_model in OUTPUT_EVENT_TYPES:
         documents[schema_filename(output_model)] = _model_document(output_model, "serialization")
-    union = TypeAdapter(AnyInputEvent).json_schema(mode="validation")  # type: ignore[arg-type]
+    union = TypeAdapter(AnyInputEvent).json_schema(mode="validation")  # type: ignore[arg-type,unused-ignore]
     union.setdefault("title", "InputEvent")
     union.setdefault("description", "Any input event; dispatched on its `type` field.")
     documents[INPUT_UNION_FILENAME] = _finish(union, INPUT_UNION_FILENAME)
