@@ -38,6 +38,7 @@ from worker.features import AccountState, FeatureView, Globals
 from worker.impact import Impact
 from worker.learning import clusterings
 from worker.metrics import Metrics
+from worker.pacing import LoadMeter, background_share
 from worker.processing import erase, evaluate, process_event, raw_sample
 from worker.rules import Definitions
 from worker.schedule import Schedule
@@ -90,6 +91,8 @@ class BatchProcessor:
         self._sample_sends: set[asyncio.Future[None]] = set()
         #: ids of committed changes whose delivery (``finish``) has not completed yet
         self._delivering: set[str] = set()
+        #: how busy ``commit`` kept the event loop lately (background work gives way)
+        self.load = LoadMeter()
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         """Apply one batch; return once its state is durable and its changes delivered."""
@@ -124,6 +127,8 @@ class BatchProcessor:
             result.resend = [c for c in result.resend if c.change_id not in self._delivering]
             self._delivering.update(c.change_id for c in result.changes)
         result.started = started
+        ended = time.perf_counter()
+        self.load.record(ended - started, ended)
         return result
 
     async def finish(self, result: BatchResult) -> None:
@@ -196,9 +201,7 @@ class BatchProcessor:
         ``cluster:<family>:v<version>`` (families joined by ``+``). Returns their number.
         The pass must not starve the event agent: it goes ``cluster_reassign_batch_size``
         accounts at a time (a step's CPU does not yield, so its size bounds how long an
-        event waits behind it) and pauses after each step so that it takes at most
-        ``cluster_reassign_share`` of the time (measured on the clock, Redis waits included,
-        so the agent's turns in between count against the pass too).
+        event waits behind it) and pauses after each step (see ``_paced``).
         """
         if not versions:
             return 0
@@ -212,16 +215,27 @@ class BatchProcessor:
         cause: str,
         only: Container[str] | None = None,
     ) -> int:
-        """Re-evaluate chunk by chunk, pausing so that this takes at most
-        ``cluster_reassign_share`` of the time; returns the number of changes."""
-        pause = 1.0 / self.settings.cluster_reassign_share - 1.0
+        """Re-evaluate chunk by chunk; returns the number of changes.
+
+        After each step it pauses so that the pass takes at most ``cluster_reassign_share``
+        of the time, scaled by the share the event agent left idle lately (at least a
+        tenth of it: ``worker.pacing``). Steps are measured on the clock, Redis waits
+        included, so the agent's turns in between count against the pass too.
+        """
         moved = 0
         async for accounts in _aiter(chunks):
             started = time.perf_counter()
             result = await self.reevaluate(accounts, cause, only=only)
             moved += len(result.changes)
-            await asyncio.sleep((time.perf_counter() - started) * pause)
+            ended = time.perf_counter()
+            await asyncio.sleep(self.background_pause(ended - started, ended))
         return moved
+
+    def background_pause(self, step_seconds: float, now: float) -> float:
+        """How long a background pass pauses after a step of ``step_seconds`` (see
+        ``_paced``), given the agent's load up to ``now`` (``time.perf_counter()``)."""
+        share = background_share(self.settings.cluster_reassign_share, self.load.share(now))
+        return step_seconds * (1.0 / share - 1.0)
 
     async def reevaluate(
         self,

@@ -8,6 +8,7 @@ end-to-end tests in test_pipeline.py cover the real broker.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -289,3 +290,13 @@ async def test_changes_of_a_failed_delivery_are_resent_by_the_next_writer(proces
         await processor.finish(first)
     third = await processor.commit([record(1, order(2, "A", 1, 10.0))])
     assert [c.change_id for c in third.resend] == [c.change_id for c in first.changes]
+
+
+async def test_background_passes_pause_longer_while_batches_keep_the_loop_busy(processor):
+    now = time.perf_counter()
+    idle_pause = processor.background_pause(0.01, now)
+    assert idle_pause == pytest.approx(0.01 * (1 / processor.settings.cluster_reassign_share - 1))
+    await processor.process([record(n, order(n, f"A{n}", 0, 10.0)) for n in range(50)])
+    assert processor.load.share(time.perf_counter()) > 0  # commits are what it measures
+    processor.load.record(busy=processor.load.window * 0.8, now=time.perf_counter())
+    assert processor.background_pause(0.01, time.perf_counter()) > 4 * idle_pause
