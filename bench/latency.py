@@ -33,11 +33,12 @@ the run and republished whenever they moved materially (each publish re-assigns 
 account, paced); 0 measures the worker without that. ``--worker-fetch-max-wait-ms`` sets
 the worker's ``consumer_fetch_max_wait_ms`` (and the baseline's worker-like reader) for a
 what-if; by default both use the setting (``SEGWORKER_CONSUMER_FETCH_MAX_WAIT_MS`` or its
-default).
+default). ``--processes 2`` runs two workers in one consumer group, each owning half of
+the partitions (scaling out; the throughput bench measures the same for throughput).
 
     .venv/bin/python bench/latency.py [--scenario established|first-orders] [--rate 1000]
         [--seconds 60] [--accounts 20000] [--probe-share 0.1] [--profile-age-days 30]
-        [--worker-fetch-max-wait-ms 10]
+        [--worker-fetch-max-wait-ms 10] [--processes 1]
 
 Uses the embedded broker and Redis unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL are set.
 """
@@ -235,15 +236,41 @@ class Mixed:
 
 @dataclass
 class Latencies:
-    """Send times by event id and, once seen, each event's latency (seconds)."""
+    """Send times by event id and, once seen, each event's latency (seconds).
+
+    ``inward`` splits a seen latency at the change's record timestamp, which the worker's
+    producer sets when it sends the change: from the event's send to then (the first hop,
+    the wait for a batch and the batch) and the rest is the way out (the broker's
+    acknowledgement, the second hop). Wall clock for that, one machine.
+    """
 
     sent: dict[str, float] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
+    sent_wall: dict[str, float] = field(default_factory=dict)
+    inward: dict[str, float] = field(default_factory=dict)
 
-    def observe(self, event_id: str, now: float) -> None:
+    def observe(self, event_id: str, now: float, record_timestamp_ms: int | None = None) -> None:
         sent = self.sent.get(event_id)
         if sent is not None and event_id not in self.seen:
             self.seen[event_id] = now - sent
+            sent_wall = self.sent_wall.get(event_id)
+            if record_timestamp_ms is not None and sent_wall is not None:
+                self.inward[event_id] = record_timestamp_ms / 1000 - sent_wall
+
+    def clear(self) -> None:
+        for times in (self.sent, self.seen, self.sent_wall, self.inward):
+            times.clear()
+
+    def split(self) -> dict[str, float]:
+        """p50/p99 (ms) of the way in (to the worker's send) and out (from it to the read)."""
+        inward = sorted(self.inward.values())
+        outward = sorted(self.seen[event_id] - value for event_id, value in self.inward.items())
+        return {
+            "in_p50": percentile(inward, 50) * 1000,
+            "in_p99": percentile(inward, 99) * 1000,
+            "out_p50": percentile(outward, 50) * 1000,
+            "out_p99": percentile(outward, 99) * 1000,
+        }
 
     def summary(self) -> dict[str, float]:
         # An event never seen counts as infinitely late, so a lost event cannot hide.
@@ -326,7 +353,7 @@ class Reader:
                 self.records += len(records)
                 for record in records:
                     record_id = self.id_of(record.value)
-                    self.latencies.observe(record_id, now)
+                    self.latencies.observe(record_id, now, record.timestamp)
                     prefix, colon, _ = record_id.partition(":")
                     self.causes[prefix if colon else "event"] += 1
 
@@ -358,6 +385,7 @@ async def send_steady(
         last = time.perf_counter()
         if message.measured is not None:
             latencies.sent[message.measured] = last
+            latencies.sent_wall[message.measured] = time.time()
         pending.append(await producer.send(message.topic, message.value, key=message.key))
         if len(pending) >= 1000:
             await asyncio.gather(*pending)
@@ -448,9 +476,12 @@ class Traffic:
 
 
 async def measure_worker(
-    settings: Settings, args: argparse.Namespace, worker: WorkerProcess, traffic: Traffic
+    settings: Settings,
+    args: argparse.Namespace,
+    workers: Sequence[WorkerProcess],
+    traffic: Traffic,
 ) -> WorkerRun:
-    """Wait until the worker answers, warm it up at the rate, then measure."""
+    """Wait until the workers answer, warm them up at the rate, then measure."""
     assert settings.kafka_bootstrap_servers
     bootstrap = settings.kafka_bootstrap_servers
     latencies = Latencies()
@@ -468,10 +499,12 @@ async def measure_worker(
     try:
         ready = traffic.first_orders("ready", 4)
         number, deadline = 1, time.monotonic() + 120
-        while not latencies.seen:  # the worker joined its group and answers
-            worker.check_alive()
+        while not latencies.seen:  # the workers joined their group and answer
+            for worker in workers:
+                worker.check_alive()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no segment change after 120s; see {worker.log_path}")
+                logs = ", ".join(str(worker.log_path) for worker in workers)
+                raise TimeoutError(f"no segment change after 120s; see {logs}")
             await send_steady(producer, ready, range(number, number + 1), 1, latencies)
             number += 1
             await asyncio.sleep(0.2)
@@ -479,25 +512,31 @@ async def measure_worker(
         await send_steady(
             producer, traffic("warm", 3), range(number, warm_until), args.rate, Latencies()
         )
-        latencies.sent.clear()
-        latencies.seen.clear()
+        latencies.clear()
         meter = CpuMeter()
         numbers = range(warm_until, warm_until + int(args.rate * args.seconds))
         first, last = await send_steady(producer, traffic("lat", 2), numbers, args.rate, latencies)
-        cpu = meter.line({worker.pid: "worker"})
+        cpu = meter.line(
+            {
+                worker.pid: "worker" if len(workers) == 1 else f"worker {number}"
+                for number, worker in enumerate(workers, 1)
+            }
+        )
         await latencies.wait_all_seen(args.drain)
     finally:
         await reader.stop()
         await producer.stop()
     achieved = len(numbers) / (last - first) if last > first else float("nan")
-    worker.check_alive()
-    metrics = worker.metrics()
+    metrics: Counter[str] = Counter()
+    for worker in workers:
+        worker.check_alive()
+        metrics.update(worker.metrics())
     info = {
-        "rss": peak_rss_mib(worker.pid),
+        "rss": max(peak_rss_mib(worker.pid) for worker in workers),
         "records": reader.records,
         "causes": ", ".join(f"{cause} {n:,}" for cause, n in reader.causes.most_common()),
-        "batches": metrics.get("segworker_batch_seconds_count", 0.0),
-        "batch_seconds": metrics.get("segworker_batch_seconds_sum", 0.0),
+        "batches": metrics["segworker_batch_seconds_count"],
+        "batch_seconds": metrics["segworker_batch_seconds_sum"],
         "applied": sum(v for k, v in metrics.items() if k.startswith("segworker_events_total")),
     }
     return WorkerRun({**latencies.summary(), "rate": achieved}, latencies, first, cpu, info)
@@ -586,6 +625,12 @@ def main() -> int:
         default=0.1,
         help="established: share of the events that are timed first orders",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes in the consumer group (the partitions are split between them)",
+    )
     add_stored_history_arguments(parser)
     parser.add_argument("--drain", type=float, default=60, help="max wait for the last changes")
     parser.add_argument(
@@ -613,7 +658,10 @@ def main() -> int:
         overrides["consumer_fetch_max_wait_ms"] = args.worker_fetch_max_wait_ms
     with deployment("latbench", **overrides) as settings:
         wait = settings.consumer_fetch_max_wait_ms
-        worker_name = f"full worker (fetch max wait {wait} ms): order -> first SegmentChanged"
+        processes = "" if args.processes == 1 else f", {args.processes} processes"
+        worker_name = (
+            f"full worker (fetch max wait {wait} ms{processes}): order -> first SegmentChanged"
+        )
         assert settings.redis_url
         written = write_states(
             settings.redis_url,
@@ -625,11 +673,17 @@ def main() -> int:
         if established:
             everyday = store_established(settings, args)
         rows = asyncio.run(baseline(settings, args.rate, args.baseline_seconds))
-        with WorkerProcess(
-            settings, "latency", SEGWORKER_CONSUMER_FETCH_MAX_WAIT_MS=str(wait)
-        ) as worker:
+        with contextlib.ExitStack() as stack:
+            workers = [
+                stack.enter_context(
+                    WorkerProcess(
+                        settings, f"latency-{n}", SEGWORKER_CONSUMER_FETCH_MAX_WAIT_MS=str(wait)
+                    )
+                )
+                for n in range(1, args.processes + 1)
+            ]
             traffic = Traffic(settings, everyday, probe_share)
-            run = asyncio.run(measure_worker(settings, args, worker, traffic))
+            run = asyncio.run(measure_worker(settings, args, workers, traffic))
         rows[worker_name] = result = run.summary
         info = run.info
 
@@ -663,12 +717,20 @@ def main() -> int:
         )
     console.print(table)
     console.print(timeline(run.latencies, run.start, 10))
+    if run.latencies.inward:
+        split = run.latencies.split()
+        console.print(
+            f"of which (at the worker's send of the change): in p50 {split['in_p50']:,.0f} ms, "
+            f"p99 {split['in_p99']:,.0f} ms (first hop, batch wait, batch); out p50 "
+            f"{split['out_p50']:,.0f} ms, p99 {split['out_p99']:,.0f} ms (delivery, second hop)"
+        )
     batches = info["batches"] or float("nan")
+    largest = " (the larger process)" if args.processes > 1 else ""
     console.print(
         f"worker: {info['applied']:,.0f} events applied in {info['batches']:,.0f} batches "
         f"(mean {info['applied'] / batches:,.0f} events, "
         f"{info['batch_seconds'] / batches * 1000:,.0f} ms per batch), "
-        f"peak RSS {info['rss']:.0f} MiB; {info['records']:,} changes read (by cause: "
+        f"peak RSS {info['rss']:.0f} MiB{largest}; {info['records']:,} changes read (by cause: "
         f"{info['causes']})"
     )
     console.print(f"CPU while producing (share of one core; 2 cores in all): {run.cpu}")
@@ -676,7 +738,7 @@ def main() -> int:
     console.print(
         f"target p99 <= {TARGET_P99_MS:.0f} ms at {TARGET_RATE:,.0f} events/s: "
         f"[bold]{'met' if met else 'NOT met'}[/bold] (p99 {result['p99']:,.0f} ms at "
-        f"{result['rate']:,.0f} events/s); run {time.monotonic() - started:.0f}s"
+        f"{result['rate']:,.0f} events/s{processes}); run {time.monotonic() - started:.0f}s"
     )
     return 0
 
