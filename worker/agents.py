@@ -218,8 +218,8 @@ class BatchProcessor:
         """Re-evaluate chunk by chunk; returns the number of changes.
 
         After each step it pauses so that the pass takes at most ``cluster_reassign_share``
-        of the time, scaled by the share the event agent left idle lately (at least a
-        tenth of it: ``worker.pacing``). Steps are measured on the clock, Redis waits
+        of the time, scaled by the square of the share the event agent left idle lately
+        (at least a tenth of it: ``worker.pacing``). Steps are measured on the clock, Redis waits
         included, so the agent's turns in between count against the pass too.
         """
         moved = 0

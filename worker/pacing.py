@@ -4,7 +4,9 @@ Background re-evaluations (a new cluster model or new ABC cut-offs re-evaluate m
 stored accounts) share the event loop with the agent. Measured at 1,000 events/s,
 a pass taking a fixed quarter of the time on top of a 60-70 % busy agent left events
 queueing for the rest of the run. ``LoadMeter`` measures the agent's share of the
-recent time, and ``background_share`` gives the background what the agent leaves.
+recent time, and ``background_share`` scales the background's share by the square of
+what the agent leaves idle: scaled linearly, a pass still took a tenth of the time next
+to that agent, and p99 was 291 ms against 239 ms with the square (same bench).
 
 Examples
 --------
@@ -13,10 +15,12 @@ Examples
 >>> meter.record(busy=4.0, now=104.0)
 >>> meter.share(now=105.0)
 0.7
->>> background_share(0.25, meter.share(now=105.0))
-0.075
+>>> background_share(0.25, meter.share(now=105.0))  # the floor: a tenth of 0.25
+0.025
 >>> meter.share(now=113.5)  # the first batch left the window
 0.4
+>>> background_share(0.25, meter.share(now=113.5))  # 0.25 * 0.6 ** 2
+0.09
 """
 
 from __future__ import annotations
@@ -61,11 +65,11 @@ class LoadMeter:
 
 
 def background_share(configured: float, agent_load: float) -> float:
-    """The share of the time background work may take: ``configured`` scaled by what the
-    agent leaves idle, and at least ``MINIMUM_BACKGROUND_PART`` of ``configured``.
+    """The share of the time background work may take: ``configured`` times the square of
+    the share the agent leaves idle, and at least ``MINIMUM_BACKGROUND_PART`` of it.
 
     >>> background_share(0.25, 0.0), background_share(0.25, 0.5), background_share(0.25, 1.0)
-    (0.25, 0.125, 0.025)
+    (0.25, 0.0625, 0.025)
     """
     idle = 1.0 - min(1.0, max(0.0, agent_load))
     return round(configured * max(idle * idle, MINIMUM_BACKGROUND_PART), 12)

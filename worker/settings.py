@@ -127,8 +127,8 @@ class Settings(BaseSettings):
         le=1,
         description="Largest share of the worker's time the re-assignment after a new model "
         "or new ABC cut-offs takes: it pauses between steps (1 = no pauses while the event "
-        "agent is idle). Scaled by the share of the last 10 s the agent left idle, down to "
-        "a tenth of it, so that live events keep the priority",
+        "agent is idle). Scaled by the square of the share of the last 10 s the agent left "
+        "idle, down to a tenth of it, so that live events keep the priority",
     )
     drift_interval_seconds: float = Field(
         default=60.0, gt=0, description="Segment statistics and drift checks per interval"

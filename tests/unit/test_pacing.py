@@ -38,7 +38,7 @@ def test_a_window_must_be_positive() -> None:
 
 @pytest.mark.parametrize(
     ("load", "expected"),
-    [(0.0, 0.25), (0.2, 0.2), (0.6, 0.1), (0.95, 0.25 * MINIMUM_BACKGROUND_PART), (1.5, 0.025)],
+    [(0.0, 0.25), (0.2, 0.16), (0.6, 0.04), (0.95, 0.25 * MINIMUM_BACKGROUND_PART), (1.5, 0.025)],
 )
 def test_background_work_takes_what_the_agent_leaves(load: float, expected: float) -> None:
     assert background_share(0.25, load) == pytest.approx(expected)
