@@ -21,6 +21,7 @@ from faust.types import TP, EventT
 from yarl import URL
 
 from worker.agents import TRANSIENT_ERRORS, BatchProcessor
+from worker.batching import take_batches
 from worker.decoding import Record
 from worker.events import DeadLetter, SegmentChanged, SegmentDrift
 from worker.features import VOCABULARY
@@ -244,8 +245,12 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
         # starts after the previous one finished), so at most one is in flight.
         delivering: asyncio.Future[None] | None = None
         try:
-            async for batch in stream.noack().noack_take(  # type: ignore[attr-defined]
-                settings.batch_size, within=settings.batch_within_seconds
+            async for batch in take_batches(
+                stream.noack(),  # type: ignore[attr-defined]
+                settings.batch_size,
+                settings.batch_within_seconds,
+                settings.batch_settle_seconds,
+                input_lag,
             ):
                 await flush_outbox_if_pending()
                 committed = await processor.commit([_record(event) for event in batch])
@@ -259,6 +264,21 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
             # records, never acked, are consumed again by whoever owns them next.
             if delivering is not None and not delivering.done():
                 delivering.cancel()
+
+    def input_lag() -> int:
+        """Records of the input partitions on the broker not yet handed to the agent (as of
+        the consumer's last fetch)."""
+        return sum(partition_lags().values())
+
+    def partition_lags() -> dict[TP, int]:
+        consumer = app.consumer
+        lags = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)  # None until the partition was fetched
+            if tp.topic in settings.input_topics and highwater is not None:
+                read = consumer._read_offset.get(tp)  # type: ignore[attr-defined]  # no public API
+                lags[tp] = max(highwater - (read + 1 if read is not None else 0), 0)
+        return lags
 
     async def deliver_and_ack(
         stream: faust.StreamT, batch: Sequence[EventT], committed: BatchResult
@@ -355,12 +375,8 @@ def create_app(settings: Settings, definitions: Definitions | None = None) -> fa
     async def refresh_gauges() -> None:
         for row in await segment_overview(store, definitions):
             metrics.segment_size.labels(row["family"], row["segment_id"]).set(row["size"])
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            if tp.topic in settings.input_topics:
-                read = consumer._read_offset.get(tp)  # type: ignore[attr-defined]  # no public API
-                lag = consumer.highwater(tp) - (read + 1 if read is not None else 0)
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+        for tp, lag in partition_lags().items():
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     register_views(app, store, definitions, metrics)
     return app

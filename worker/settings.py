@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_serializer
+from pydantic import AliasChoices, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.security import redacted_url
@@ -68,13 +68,19 @@ class Settings(BaseSettings):
     definitions_path: Path = DEFAULT_DEFINITIONS
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_within_seconds: float = Field(
-        default=0.01,
+        default=0.05,
         gt=0,
         le=10,
-        description="After a batch, how long the agent collects records for the next one "
-        "(up to batch_size) before it starts: a wait every batch pays, whatever queued up "
-        "meanwhile. With 0.05, batches at 1,000 events/s took as long as events took to "
-        "arrive and latency kept growing (bench/latency.py)",
+        description="Longest the agent collects records for a batch (up to batch_size) "
+        "after handing over the previous one",
+    )
+    batch_settle_seconds: float = Field(
+        default=0.002,
+        gt=0,
+        le=10,
+        description="A batch also ends when no record was added for this long: what queued "
+        "up during the previous batch goes without waiting out batch_within_seconds "
+        "(worker/batching.py); must not exceed it",
     )
     max_event_bytes: int = Field(default=1_000_000, ge=1024)
     redis_key_prefix: str = "seg"
@@ -158,6 +164,12 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535)
     retry_max_seconds: float = Field(default=10.0, gt=0, description="Back-off cap for retries")
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _settle_within_the_window(self) -> Settings:
+        if self.batch_settle_seconds > self.batch_within_seconds:
+            raise ValueError("batch_settle_seconds must not exceed batch_within_seconds")
+        return self
 
     @field_serializer("redis_url", when_used="json")
     def _redis_url_without_password(self, url: str | None) -> str | None:

@@ -312,3 +312,20 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_goes_on(
         ("GOOD", "never_participated"),
         ("GOOD", "other"),
     }
+
+
+def test_a_batch_goes_once_nothing_more_is_coming_not_at_the_end_of_its_window(
+    deployment, changes, tmp_path
+):
+    # A 10 s window (the largest allowed): a batch that waited it out would deliver the
+    # second account's changes about 10 s late; a settled batch goes within milliseconds.
+    worker = WorkerProcess(deployment, tmp_path / "worker.log", SEGWORKER_BATCH_WITHIN_SECONDS="10")
+    try:
+        send(deployment, "account-profiles", profile("w-p1", "WARM", 0, "retail", 5))
+        assert len(changes.read(2, timeout=90, settle=0.5)) == 2, worker.log_tail()
+        send(deployment, "account-profiles", profile("s-p1", "SETTLED", 0, "retail", 5))
+        second = changes.read(2, timeout=5, settle=0.1)
+        assert {c["account_id"] for c in second} == {"SETTLED"}
+        assert len(second) == 2
+    finally:
+        assert worker.stop() == 0, worker.log_tail()

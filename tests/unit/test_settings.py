@@ -73,3 +73,8 @@ async def test_set_fetch_max_wait_refuses_a_started_or_unknown_consumer() -> Non
         await consumer.stop()
     with pytest.raises(RuntimeError, match="_fetch_max_wait_ms"):
         set_fetch_max_wait(object(), 7)
+
+
+def test_a_batch_cannot_settle_for_longer_than_its_window() -> None:
+    with pytest.raises(ValidationError, match="batch_settle_seconds"):
+        Settings(batch_within_seconds=0.01, batch_settle_seconds=0.02)
