@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import json
 import pstats
 import random
@@ -27,6 +26,7 @@ from rich.table import Table
 
 from worker import value
 from worker.agents import BatchProcessor
+from worker.cli import freeze_loaded_objects
 from worker.clustering import ClusterLearner
 from worker.decoding import Record
 from worker.features import NO_GLOBALS, VOCABULARY, AccountState, FeatureView, Globals
@@ -133,8 +133,7 @@ def main() -> None:
     data = records(args.accounts, args.days, args.limit, settings)
     batches = [data[i : i + args.batch] for i in range(0, len(data), args.batch)]
     globals = steady_globals(processor, batches) if args.globals else NO_GLOBALS
-    gc.collect()
-    gc.freeze()  # as the worker does after start-up
+    freeze_loaded_objects()  # as the worker does after start-up
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
