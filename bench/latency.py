@@ -245,24 +245,25 @@ class Latencies:
     ``inward`` splits a seen latency at the change's record timestamp, which the worker's
     producer sets when it sends the change: from the event's send to then (the first hop,
     the wait for a batch and the batch) and the rest is the way out (the broker's
-    acknowledgement, the second hop). Wall clock for that, one machine.
+    acknowledgement, the second hop). The timestamp is wall-clock time, so send times are
+    moved to it by ``wall_offset`` (one machine, a run of minutes).
     """
 
     sent: dict[str, float] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
-    sent_wall: dict[str, float] = field(default_factory=dict)
     inward: dict[str, float] = field(default_factory=dict)
+    #: ``time.time() - time.perf_counter()``: a send time on the wall clock
+    wall_offset: float = field(default_factory=lambda: time.time() - time.perf_counter())
 
     def observe(self, event_id: str, now: float, record_timestamp_ms: int | None = None) -> None:
         sent = self.sent.get(event_id)
         if sent is not None and event_id not in self.seen:
             self.seen[event_id] = now - sent
-            sent_wall = self.sent_wall.get(event_id)
-            if record_timestamp_ms is not None and sent_wall is not None:
-                self.inward[event_id] = record_timestamp_ms / 1000 - sent_wall
+            if record_timestamp_ms is not None:
+                self.inward[event_id] = record_timestamp_ms / 1000 - (sent + self.wall_offset)
 
     def clear(self) -> None:
-        for times in (self.sent, self.seen, self.sent_wall, self.inward):
+        for times in (self.sent, self.seen, self.inward):
             times.clear()
 
     def split(self) -> dict[str, float]:
@@ -389,7 +390,6 @@ async def send_steady(
         last = time.perf_counter()
         if message.measured is not None:
             latencies.sent[message.measured] = last
-            latencies.sent_wall[message.measured] = time.time()
         pending.append(await producer.send(message.topic, message.value, key=message.key))
         if len(pending) >= 1000:
             await asyncio.gather(*pending)
