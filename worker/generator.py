@@ -1034,7 +1034,7 @@ def live_events(
 
     Examples
     --------
-    >>> clock = [datetime.now(UTC)]
+    >>> clock = [datetime(2026, 3, 2, 9, 30, tzinfo=UTC)]
     >>> def sleep(seconds):
     ...     clock[0] += timedelta(seconds=seconds)
     >>> stream = live_events(make_accounts(5, random.Random(1)), random.Random(2),
@@ -1068,7 +1068,7 @@ def demo_events(
 
     Examples
     --------
-    >>> clock = [datetime.now(UTC)]
+    >>> clock = [datetime(2026, 3, 2, 9, 30, tzinfo=UTC)]
     >>> def sleep(seconds):
     ...     clock[0] += timedelta(seconds=seconds)
     >>> stream = demo_events(make_accounts(10, random.Random(1)), random.Random(2),

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import redis.asyncio as aioredis
 
+from tests.clock import TEST_NOW
 from worker.agents import BatchProcessor
 from worker.decoding import Record
 from worker.events import DeadLetter, SegmentChanged
@@ -38,7 +39,7 @@ families:
 """,
     VOCABULARY,
 )
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=50)
+T0 = TEST_NOW.replace(microsecond=0) - timedelta(days=50)
 
 
 class RecordingSender:

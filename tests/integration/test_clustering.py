@@ -6,11 +6,12 @@ import json
 import random
 import time
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import redis
 
+from tests.clock import TEST_NOW
 from tests.integration.harness import Deployment, WorkerProcess
 from worker.clustering import ClusterSnapshot, assign
 from worker.features import FeatureView, Globals
@@ -80,7 +81,7 @@ def events_applied(worker: WorkerProcess) -> float:
 
 def test_two_workers_share_one_model_and_a_restarted_owner_keeps_the_ids(deployment, tmp_path):
     store = redis.Redis.from_url(deployment.redis_url)
-    start = datetime.now(UTC) - timedelta(days=200)
+    start = TEST_NOW - timedelta(days=200)
     workers = [
         WorkerProcess(deployment, tmp_path / f"worker{n}.log", **FAST_LEARNING) for n in (1, 2)
     ]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
+from tests.clock import TEST_NOW
 from tests.integration.harness import Deployment, TopicReader, WorkerProcess, order_event, send
 from worker.settings import DEFAULT_DEFINITIONS
 
-T0 = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=10)
+T0 = TEST_NOW.replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=10)
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import redis
 
+from tests.clock import TEST_NOW
 from tests.integration.harness import (
     ROOT,
     Deployment,
@@ -20,7 +21,7 @@ from tests.integration.harness import (
     send,
 )
 
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+T0 = TEST_NOW.replace(microsecond=0) - timedelta(days=3)
 
 
 def traces(store: redis.Redis, account: str) -> list[str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.clock import TEST_NOW
 from tests.integration.harness import (
     ROOT,
     Deployment,
@@ -21,7 +22,7 @@ from tests.integration.harness import (
 from worker.value import offline_abc
 
 HERE = Path(__file__).parent
-T0 = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(days=80)
+T0 = TEST_NOW.replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(days=80)
 FAST_TIMERS = {
     "SEGWORKER_SWEEP_INTERVAL_SECONDS": "0.3",
     "SEGWORKER_VALUE_INTERVAL_SECONDS": "1",

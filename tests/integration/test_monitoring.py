@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from html.parser import HTMLParser
 
+from tests.clock import TEST_NOW
 from tests.integration.harness import ROOT, Deployment, TopicReader, WorkerProcess
 from worker.events import SegmentDrift
 from worker.generator import generate_events, make_accounts, produce
@@ -47,7 +48,7 @@ def test_drift_events_profiles_and_report(kafka, redis_server, tmp_path):
         rng = random.Random(5)
         topics = {t: deployment.topic(t) for t in
                   ("orders", "campaign-events", "loyalty-points", "account-profiles")}  # fmt: skip
-        start = datetime.now(UTC) - timedelta(days=121)
+        start = TEST_NOW - timedelta(days=121)
         produce(
             generate_events(make_accounts(150, rng), start, 120, rng),
             deployment.bootstrap_servers,

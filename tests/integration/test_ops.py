@@ -6,14 +6,15 @@ import json
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
+from tests.clock import TEST_NOW
 from tests.integration.harness import Deployment, TopicReader, WorkerProcess, order_event, send
 from worker.settings import DEFAULT_DEFINITIONS
 
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=5)
+T0 = TEST_NOW.replace(microsecond=0) - timedelta(days=5)
 SERIES = (
     "segworker_events",
     "segworker_dead_letters",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from tests.clock import TEST_NOW
 from tests.integration.harness import (
     Deployment,
     TopicReader,
@@ -28,7 +29,7 @@ from tests.integration.harness import (
 from worker.store import decode_state_data
 
 DEFINITIONS = Path(__file__).with_name("definitions.yaml")
-T0 = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)
+T0 = TEST_NOW.replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)
 
 
 def iso(days: float) -> str:

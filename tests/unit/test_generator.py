@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.clock import TEST_NOW
 from worker.events import decode_input
 from worker.generator import (
     CATEGORIES,
@@ -56,7 +57,7 @@ class _FakeClock:
     """``now_fn``/``sleep_fn`` pair: sleeping advances the clock instantly."""
 
     def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
+        self.now = TEST_NOW.replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now
@@ -220,6 +221,7 @@ def test_points_expire_after_a_year() -> None:
 
 def test_rejects_future_and_naive_start(accounts: list[SyntheticAccount]) -> None:
     with pytest.raises(ValueError, match="future"):
+        # wall clock: the start must lie in the future of the day the test runs
         next(generate_events(accounts, datetime.now(UTC), 30, random.Random(1)))
     with pytest.raises(ValueError, match="timezone"):
         next(generate_events(accounts, datetime(2025, 1, 1), 30, random.Random(1)))

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.clock import TEST_NOW
 from worker.clustering import (
     BEHAVIOUR,
     NEEDS,
@@ -89,7 +90,7 @@ families:
 
 def history(accounts: int, days: int, seed: int) -> list:
     rng = random.Random(seed)
-    start = datetime.now(UTC) - timedelta(days=days + 1)
+    start = TEST_NOW - timedelta(days=days + 1)
     return [
         decode_input(json.dumps(event).encode())
         for _topic, event in generate_events(make_accounts(accounts, rng), start, days, rng)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
+from tests.clock import TEST_NOW
 from worker.events import (
     INPUT_EVENT_TYPES,
     OUTPUT_EVENT_TYPES,
@@ -33,7 +34,7 @@ HINT = "the event models changed: run `segworker schemas export` and check in sc
 #: Files in schemas/ that are not generated.
 ALLOWED_EXTRA = {"README.md"}
 
-_T = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+_T = (TEST_NOW - timedelta(days=3)).isoformat()
 INPUT_SAMPLES: list[dict[str, Any]] = [
     {
         "type": "order_placed",
@@ -99,7 +100,7 @@ OUTPUT_SAMPLES: list[BaseModel] = [
         previous_segment_id="B1",
         reason="trailing-12-month revenue 182000 EUR is above the A cut-off 150000 EUR",
         features={"revenue_12m": 182000.0, "orders_12m": 41},
-        occurred_at=datetime.now(UTC),
+        occurred_at=TEST_NOW,
         definition_version="1",
         cause="s-1",
     ),
@@ -110,7 +111,7 @@ OUTPUT_SAMPLES: list[BaseModel] = [
         source_partition=0,
         source_offset=17,
         raw="bm90IGpzb24=",
-        received_at=datetime.now(UTC),
+        received_at=TEST_NOW,
     ),
 ]
 

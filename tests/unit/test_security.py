@@ -70,7 +70,7 @@ def ca_file(tmp_path: Path) -> Path:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "segworker test CA")])
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)  # wall clock: the certificate must be valid now
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
