@@ -332,7 +332,12 @@ class BatchProcessor:
         events: list[tuple[AnyInputEvent, Record]] = []
         letters: list[DeadLetter] = []
         for record in records:
-            decoded = decode_record(record, self._allowed_types, self.settings.max_event_bytes)
+            decoded = decode_record(
+                record,
+                self._allowed_types,
+                self.settings.max_event_bytes,
+                earliest_event_time=self.settings.earliest_event_time,
+            )
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
                 self.metrics.dead_letters.labels(decoded.error_kind).inc()

@@ -233,6 +233,7 @@ def cmd_import_orders(args: argparse.Namespace) -> int:
             on_progress=progress,
             dry_run=args.dry_run,
             client_options=kafka_client_options(settings),
+            earliest_event_time=settings.earliest_event_time,
         )
     except ImportFileError as error:
         console.print(f"[red]{args.path}: {error}")

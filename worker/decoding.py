@@ -6,7 +6,8 @@ crashes the worker and never vanishes.
 Examples
 --------
 >>> record = Record("orders", 0, 7, b"ACME", b"{not json")
->>> letter = decode_record(record, {"orders": frozenset({"order_placed"})}, 1_000_000)
+>>> letter = decode_record(record, {"orders": frozenset({"order_placed"})}, 1_000_000,
+...     earliest_event_time=datetime(1980, 1, 1, tzinfo=UTC))
 >>> letter.error_kind, letter.source_offset
 ('malformed_json', 7)
 """
@@ -39,14 +40,21 @@ class Record:
 
 
 def decode_record(
-    record: Record, allowed_types: Mapping[str, frozenset[str]], max_bytes: int
+    record: Record,
+    allowed_types: Mapping[str, frozenset[str]],
+    max_bytes: int,
+    *,
+    earliest_event_time: datetime,
 ) -> AnyInputEvent | DeadLetter:
-    """Validate one record against the event contracts and its topic."""
+    """Validate one record against the event contracts and its topic.
+
+    ``earliest_event_time`` is the floor of event times (``Settings.earliest_event_time``).
+    """
     value = record.value or b""
     if len(value) > max_bytes:
         return dead_letter(record, "too_large", f"{len(value)} bytes is over the {max_bytes} limit")
     try:
-        event = decode_input(value)
+        event = decode_input(value, earliest_event_time)
     except ValidationError as error:
         return dead_letter(record, *_classify(error))
     if event.type not in allowed_types.get(record.topic, frozenset()):

@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,14 +28,23 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 #: Bound on how far in the future an event time may lie (producer clock skew).
 MAX_CLOCK_SKEW = timedelta(days=1)
-#: Events older than this are not history, they are garbage.
-EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+#: Events before this are garbage, not history (unless the setting below moves it). The floor
+#: exists to catch producers that send a zero or a default (1970-01-01, the Unix epoch;
+#: 0001-01-01, year 1), not to cut off old history: long-lived B2B customers have ERP
+#: records going back to the 1980s and 1990s, and an import of them must pass.
+DEFAULT_EARLIEST_EVENT_TIME = datetime(1980, 1, 1, tzinfo=UTC)
+#: The setting (``worker.settings.Settings.earliest_event_time``) that moves the floor.
+EARLIEST_EVENT_TIME_SETTING = "SEGWORKER_EARLIEST_EVENT_TIME"
+#: Key of the floor in the validation context (``decode_input`` passes it): the contract
+#: follows the worker's setting without a module-level variable that settings would change.
+EARLIEST_EVENT_TIME_CONTEXT = "earliest_event_time"
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/+-]+$")]
@@ -58,7 +67,12 @@ class InputEvent(_Contract):
     """Fields shared by every input event."""
 
     event_id: Identifier = Field(description="Producer-assigned unique id; the de-duplication key.")
-    occurred_at: AwareDatetime = Field(description="When it happened (event time), with timezone.")
+    occurred_at: AwareDatetime = Field(
+        description="When it happened (event time), ISO-8601 with timezone. Not before "
+        f"{DEFAULT_EARLIEST_EVENT_TIME.date()} (the worker's setting "
+        f"{EARLIEST_EVENT_TIME_SETTING} moves this floor) and at most "
+        f"{MAX_CLOCK_SKEW.days} day in the future."
+    )
     account_id: Identifier = Field(description="The account (company) the event belongs to.")
 
     @field_validator("occurred_at", mode="before")
@@ -72,15 +86,44 @@ class InputEvent(_Contract):
 
     @field_validator("occurred_at")
     @classmethod
-    def _plausible_time(cls, value: datetime) -> datetime:
+    def _plausible_time(cls, value: datetime, info: ValidationInfo) -> datetime:
+        floor = earliest_event_time(info.context)
         # Compare before converting: astimezone overflows at the ends of the calendar.
-        if value < EARLIEST_EVENT_TIME:
+        if value < floor:
             raise ValueError(
-                f"event time {value.isoformat()} is before {EARLIEST_EVENT_TIME.date()}"
+                f"event time {value.isoformat()} is before {moment_text(floor)}, the earliest "
+                f"the worker accepts ({EARLIEST_EVENT_TIME_SETTING})"
             )
         if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError(f"event time {value.isoformat()} is in the future")
         return value.astimezone(UTC)
+
+
+def moment_text(moment: datetime) -> str:
+    """A UTC moment for people: the date alone at midnight.
+
+    >>> moment_text(datetime(1980, 1, 1, tzinfo=UTC))
+    '1980-01-01'
+    >>> moment_text(datetime(1980, 1, 1, 6, tzinfo=UTC))
+    '1980-01-01T06:00:00+00:00'
+    """
+    moment = moment.astimezone(UTC)
+    return moment.date().isoformat() if moment.time() == time() else moment.isoformat()
+
+
+def earliest_event_time(context: Any) -> datetime:
+    """The event-time floor of a validation context; the default without one.
+
+    >>> earliest_event_time(None).year
+    1980
+    >>> earliest_event_time({"earliest_event_time": datetime(2000, 1, 1, tzinfo=UTC)}).year
+    2000
+    """
+    if isinstance(context, dict):
+        floor = context.get(EARLIEST_EVENT_TIME_CONTEXT)
+        if isinstance(floor, datetime):
+            return floor
+    return DEFAULT_EARLIEST_EVENT_TIME
 
 
 class OrderLine(_Contract):
@@ -256,9 +299,20 @@ INPUT_EVENT_TYPES: tuple[type[InputEvent], ...] = (
 _INPUT_ADAPTER: TypeAdapter[AnyInputEvent] = TypeAdapter(AnyInputEvent)  # type: ignore[arg-type,unused-ignore]
 
 
-def decode_input(raw: bytes | str) -> AnyInputEvent:
-    """Parse and validate one input event; raises ``pydantic.ValidationError``."""
-    return _INPUT_ADAPTER.validate_json(raw)
+def decode_input(
+    raw: bytes | str, earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME
+) -> AnyInputEvent:
+    """Parse and validate one input event; raises ``pydantic.ValidationError``.
+
+    Event times before ``earliest_event_time`` are refused (the worker passes its setting).
+
+    >>> decode_input(b'{"type": "account_erased", "event_id": "e", "account_id": "A",'
+    ...     b' "occurred_at": "1997-01-14T00:00:00Z"}').occurred_at.year
+    1997
+    """
+    return _INPUT_ADAPTER.validate_json(
+        raw, context={EARLIEST_EVENT_TIME_CONTEXT: earliest_event_time}
+    )
 
 
 # ---------------------------------------------------------------------------- out

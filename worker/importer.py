@@ -22,7 +22,9 @@ The delimiter is ``,``, or ``;`` or a tab when the header uses those instead.
 ``date`` (required)
     ISO date (``2025-03-01``: midnight UTC of that day) or ISO datetime with a UTC offset
     (``2025-03-01T09:30:00+01:00``, ``...Z``) or without one (``2025-03-01 09:30``), which is
-    taken as **UTC**. Not before 2000-01-01, not after the moment the import starts.
+    taken as **UTC**. Not before the event-time floor the worker accepts (1980-01-01 unless
+    the setting ``SEGWORKER_EARLIEST_EVENT_TIME`` moves it: the worker and the import must use
+    the same value), not after the moment the import starts.
 ``amount`` (required)
     Decimal number with ``.`` as the decimal separator and no thousands separators
     (``1180.50``, ``-20``). Positive: an order (``OrderPlaced`` with ``total``). **Negative:
@@ -91,7 +93,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
-from worker.events import EARLIEST_EVENT_TIME, OrderPlaced, decode_input
+from worker.events import (
+    DEFAULT_EARLIEST_EVENT_TIME,
+    EARLIEST_EVENT_TIME_SETTING,
+    OrderPlaced,
+    decode_input,
+    moment_text,
+)
 from worker.features import IMPORT_ID_PREFIX
 from worker.generator import encode, produce
 
@@ -275,9 +283,10 @@ def normalise_category(value: str) -> str:
 class _RowParser:
     """Turns the cells of one data row into a `ParsedRow` or raises `_Reject`."""
 
-    def __init__(self, header: _Header, now: datetime) -> None:
+    def __init__(self, header: _Header, now: datetime, earliest: datetime) -> None:
         self.header = header
         self.now = now
+        self.earliest = earliest
         self._optional = {name: header.positions.get(name) for name in OPTIONAL_COLUMNS}
         self._dates: dict[str, datetime | _Reject] = {}
         self._categories: dict[str, str | _Reject] = {}
@@ -347,8 +356,12 @@ class _RowParser:
             reason = "" if "isoformat" in str(exc) else f" ({exc})"
             return _Reject("bad_date", f"{value!r} is not an ISO date or datetime{reason}")
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        if moment < EARLIEST_EVENT_TIME:
-            return _Reject("date_too_old", f"{value!r} is before {EARLIEST_EVENT_TIME.date()}")
+        if moment < self.earliest:
+            return _Reject(
+                "date_too_old",
+                f"{value!r} is before {moment_text(self.earliest)}: "
+                f"set {EARLIEST_EVENT_TIME_SETTING} to import it",
+            )
         if moment > self.now:
             return _Reject("future_date", f"{value!r} is in the future")
         return moment
@@ -410,6 +423,7 @@ def parse_rows(
     *,
     now: datetime | None = None,
     on_ignored_columns: Callable[[list[str]], None] | None = None,
+    earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME,
 ) -> Iterator[ParsedRow | RowError]:
     """Parse an ERP order export; yield a `ParsedRow` or a `RowError` per data row.
 
@@ -426,6 +440,9 @@ def parse_rows(
     on_ignored_columns
         Called once, with the original names, when the header has columns the importer does
         not use.
+    earliest_event_time
+        Rows dated before this are rejected (``date_too_old``): the worker's setting
+        ``earliest_event_time``, which would refuse their events.
 
     Raises
     ------
@@ -449,7 +466,7 @@ def parse_rows(
     header = _parse_header(first[1])
     if header.ignored and on_ignored_columns is not None:
         on_ignored_columns(header.ignored)
-    parser = _RowParser(header, now or datetime.now(UTC))
+    parser = _RowParser(header, now or datetime.now(UTC), earliest_event_time)
     for line, cells in records:
         if isinstance(cells, csv.Error):
             yield RowError(line, "bad_row", f"unreadable CSV record: {cells}")
@@ -514,9 +531,10 @@ class ImportPlan:
 
     ``rows`` counts data rows, ``skipped`` the rejected ones (by reason in ``errors``, the
     first `MAX_EXAMPLES` in ``examples``); the rest are ``imported``, as ``len(self)``
-    events.
+    events. ``earliest_event_time`` is the floor the rows were checked against.
     """
 
+    earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME
     rows: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     examples: list[RowError] = field(default_factory=list)
@@ -567,8 +585,8 @@ class ImportPlan:
     def events(self, *, validate: bool = False) -> Iterator[EventDict]:
         """The events in event-time order (file order among equal times).
 
-        With ``validate``, every event is checked with `worker.events.decode_input` first
-        (a guard against bugs here: only valid events are built).
+        With ``validate``, every event is checked with `worker.events.decode_input` (at the
+        plan's floor) first (a guard against bugs here: only valid events are built).
         """
         by_time = operator.attrgetter("occurred_at")
         for _, same_time in itertools.groupby(self._planned, key=by_time):
@@ -583,7 +601,7 @@ class ImportPlan:
                     event = _row_event(planned, key, occurrences[key])
                     occurrences[key] += 1
                 if validate:
-                    decode_input(encode(event))
+                    decode_input(encode(event), self.earliest_event_time)
                 yield event
 
 
@@ -591,8 +609,11 @@ def plan_import(
     lines: Iterable[str] | TextIO,
     *,
     now: datetime | None = None,
+    earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME,
 ) -> ImportPlan:
     """Parse, merge the rows of each order and sort by event time (all in memory).
+
+    ``now`` and ``earliest_event_time`` bound the rows' dates, as in `parse_rows`.
 
     Memory is about 300 bytes per row (rows are tuples; dates, accounts, contacts and
     categories are shared objects), so a few million rows fit comfortably.
@@ -602,9 +623,15 @@ def plan_import(
     ImportFileError
         From `parse_rows`.
     """
-    plan = ImportPlan()
+    plan = ImportPlan(earliest_event_time)
     orders: _OrderIndex = {}
-    for item in parse_rows(lines, now=now, on_ignored_columns=plan.ignored_columns.extend):
+    rows = parse_rows(
+        lines,
+        now=now,
+        on_ignored_columns=plan.ignored_columns.extend,
+        earliest_event_time=earliest_event_time,
+    )
+    for item in rows:
         plan.rows += 1
         if isinstance(item, RowError):
             plan.reject(item)
@@ -708,6 +735,7 @@ class ImportReport:
     ``rows`` = ``imported`` + ``skipped`` data rows; ``events`` were produced (fewer than
     ``imported`` when orders span several rows). ``seconds`` is the whole run (parsing
     included, ``parse_seconds`` of it) and ``events_per_second`` is ``events / seconds``.
+    ``earliest_event_time`` is the floor rows were checked against (``date_too_old``).
     """
 
     rows: int
@@ -721,12 +749,13 @@ class ImportReport:
     parse_seconds: float = 0.0
     ignored_columns: list[str] = field(default_factory=list)
     dry_run: bool = False
+    earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME
 
 
-def _open_plan(path: Path, now: datetime | None) -> ImportPlan:
+def _open_plan(path: Path, now: datetime | None, earliest_event_time: datetime) -> ImportPlan:
     try:
         with path.open(encoding="utf-8-sig", newline="") as file:
-            return plan_import(file, now=now)
+            return plan_import(file, now=now, earliest_event_time=earliest_event_time)
     except UnicodeDecodeError as exc:
         raise ImportFileError(
             f"{path} is not UTF-8 (byte {exc.start}: {exc.reason}); export it as UTF-8"
@@ -742,6 +771,7 @@ def import_orders(
     dry_run: bool = False,
     now: datetime | None = None,
     client_options: Mapping[str, Any] | None = None,
+    earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME,
 ) -> ImportReport:
     """Import an ERP order export: parse, sort by event time, produce to ``topic``.
 
@@ -765,6 +795,9 @@ def import_orders(
         Rows after this are ``future_date``; default: the start of the import.
     client_options
         Extra Kafka client options, e.g. SASL/SSL (`worker.security.kafka_client_options`).
+    earliest_event_time
+        Rows before this are ``date_too_old``: the worker's setting, which would refuse
+        their events.
 
     Raises
     ------
@@ -777,7 +810,7 @@ def import_orders(
         again is safe, see the module docstring).
     """
     started = time.monotonic()
-    plan = _open_plan(path, now)
+    plan = _open_plan(path, now, earliest_event_time)
     parse_seconds = time.monotonic() - started
     produced = 0
     if len(plan) and not dry_run:
@@ -807,6 +840,15 @@ def import_orders(
         parse_seconds=parse_seconds,
         ignored_columns=list(plan.ignored_columns),
         dry_run=dry_run,
+        earliest_event_time=earliest_event_time,
+    )
+
+
+def _floor_hint(floor: datetime) -> str:
+    return (
+        f"Rows dated before {moment_text(floor)} are refused: to import them, set "
+        f"{EARLIEST_EVENT_TIME_SETTING} to an earlier date (after 1970-01-01) for this "
+        "import and for the worker alike (it refuses such events too)."
     )
 
 
@@ -841,6 +883,8 @@ def format_report(report: ImportReport) -> str:
         lines.append(f"Skipped {report.skipped:,} row{'s' if report.skipped != 1 else ''}:")
         width = max(len(reason) for reason in report.errors_by_reason)
         lines += [f"  {r:{width}}  {n:,}" for r, n in report.errors_by_reason.items()]
+        if "date_too_old" in report.errors_by_reason:
+            lines.append(_floor_hint(report.earliest_event_time))
         lines.append("First errors:")
         lines += [f"  {error}" for error in report.examples]
     return "\n".join(lines)

@@ -14,15 +14,25 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_serializer, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.events import DEFAULT_EARLIEST_EVENT_TIME
 from worker.security import redacted_url
 
 DEFAULT_DEFINITIONS = Path(__file__).parent / "definitions" / "default.yaml"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Settings(BaseSettings):
@@ -83,6 +93,14 @@ class Settings(BaseSettings):
         "(worker/batching.py); must not exceed it",
     )
     max_event_bytes: int = Field(default=1_000_000, ge=1024)
+    earliest_event_time: datetime = Field(
+        default=DEFAULT_EARLIEST_EVENT_TIME,
+        description="Events before this are refused (dead letters; import-orders skips "
+        "such rows): a date (midnight UTC) or a datetime (UTC unless it has an offset). "
+        "It catches producers sending epoch 0 or year 1, so it must lie after 1970-01-01; "
+        "the default, 1980-01-01, admits ERP histories of long-standing customers. The "
+        "worker and import-orders must use the same value",
+    )
     redis_key_prefix: str = "seg"
     outbox_resend_after_seconds: float = Field(
         default=30.0, gt=0, description="Outbox entries older than this are re-sent by any worker"
@@ -164,6 +182,31 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535)
     retry_max_seconds: float = Field(default=10.0, gt=0, description="Back-off cap for retries")
     log_level: str = "info"
+
+    @field_validator("earliest_event_time", mode="before")
+    @classmethod
+    def _date_or_utc(cls, value: Any) -> Any:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime.combine(value, time(), UTC)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.strip())
+            except ValueError:
+                return value  # pydantic's own error says what is wrong
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @field_validator("earliest_event_time")
+    @classmethod
+    def _catches_garbage_and_admits_history(cls, value: datetime) -> datetime:
+        # The floor is there to refuse epoch-0 garbage; and feature state counts days and
+        # seconds from 1970-01-01 with clocks that start at 0, so nothing may precede it.
+        if value <= _EPOCH:
+            raise ValueError("must be after 1970-01-01, or epoch-0 garbage would pass")
+        if value > datetime.now(UTC):
+            raise ValueError("must not be in the future, or every event would be refused")
+        return value.astimezone(UTC)
 
     @model_validator(mode="after")
     def _settle_within_the_window(self) -> Settings:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
-from worker.cli import YOUNG_COLLECTION_THRESHOLD, freeze_loaded_objects
+import pytest
+
+from worker.cli import YOUNG_COLLECTION_THRESHOLD, freeze_loaded_objects, main
 
 
 def test_the_worker_freezes_what_is_loaded_and_collects_the_young_generation_less_often():
@@ -14,3 +17,21 @@ def test_the_worker_freezes_what_is_loaded_and_collects_the_young_generation_les
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_import_orders_follows_the_event_time_floor_and_names_its_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text("account_id,date,amount\nA,1997-01-14,0\nB,1969-07-20,10\nC,2024-02-10,5\n")
+    monkeypatch.delenv("SEGWORKER_EARLIEST_EVENT_TIME", raising=False)
+    assert main(["import-orders", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Checked 3 rows" in out and "2 valid, 2 events to produce" in out
+    assert "'1969-07-20' is before 1980-01-01" in out
+    monkeypatch.setenv("SEGWORKER_EARLIEST_EVENT_TIME", "2000-01-01")
+    assert main(["import-orders", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 valid" in out and "date_too_old  2" in out
+    assert "Rows dated before 2000-01-01 are refused" in out
+    assert "set SEGWORKER_EARLIEST_EVENT_TIME to an earlier date" in out

@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal, get_args, get_origin
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 import worker.decoding as decoding
 from worker.decoding import Record, decode_record
@@ -34,6 +34,7 @@ from worker.settings import Settings
 SETTINGS = Settings(kafka_bootstrap_servers="127.0.0.1:9092", redis_url="redis://127.0.0.1/0")
 ALLOWED = {topic: SETTINGS.allowed_types(topic) for topic in SETTINGS.input_topics}
 MAX_BYTES = Settings.model_fields["max_event_bytes"].default
+FLOOR = SETTINGS.earliest_event_time
 TOPIC_OF = {kind: topic for topic, kinds in ALLOWED.items() for kind in kinds}
 EVENT_TYPES = sorted(TOPIC_OF)
 ERROR_KINDS = frozenset(get_args(DeadLetter.model_fields["error_kind"].annotation))
@@ -72,7 +73,7 @@ def decode(
 
 def checked(record: Record) -> Any:
     """Decode ``record`` and check what holds for every outcome; return the outcome."""
-    result = decode_record(record, ALLOWED, MAX_BYTES)  # must not raise
+    result = decode_record(record, ALLOWED, MAX_BYTES, earliest_event_time=FLOOR)  # must not raise
     if isinstance(result, DeadLetter):
         original = record.value or b""
         kept = base64.b64decode(result.raw, validate=True)
@@ -97,6 +98,7 @@ def checked(record: Record) -> Any:
         Record(record.topic, record.partition, record.offset, record.key, serialised),
         ALLOWED,
         MAX_BYTES,
+        earliest_event_time=FLOOR,
     )
     assert again == result
     return result
@@ -120,7 +122,7 @@ offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
 )
 event_times = st.datetimes(
-    min_value=datetime(2000, 1, 3), max_value=datetime(2025, 12, 31), timezones=offsets
+    min_value=datetime(1980, 1, 3), max_value=datetime(2025, 12, 31), timezones=offsets
 ).map(datetime.isoformat)
 any_times = st.datetimes(
     min_value=datetime(1, 1, 3), max_value=datetime(9999, 12, 29), timezones=offsets
@@ -513,10 +515,11 @@ def test_missing_required_fields(kind: str, field: str) -> None:
         (with_(ORDER, total=float("-inf"), lines=[]), "total"),
         (with_line(unit_price=float("nan")), "lines.0.unit_price"),
         (with_(POINTS, points=float("inf")), "points"),
-        # event times: naive, before 2000, far in the future, not a date
+        # event times: naive, before the floor (1980), far in the future, not a date
         (with_(ORDER, occurred_at="2025-11-20T09:12:00"), "occurred_at"),
         (with_(ORDER, occurred_at="2025-11-20"), "occurred_at"),
-        (with_(ORDER, occurred_at="1999-12-31T23:59:59Z"), "occurred_at"),
+        (with_(ORDER, occurred_at="1979-12-31T23:59:59Z"), "occurred_at"),
+        (with_(ORDER, occurred_at="1980-01-01T00:30:00+01:00"), "occurred_at"),
         (with_(ORDER, occurred_at="1970-01-01T00:00:00Z"), "occurred_at"),
         (with_(ORDER, occurred_at="0001-01-01T00:00:00Z"), "occurred_at"),
         (with_(ORDER, occurred_at="2999-01-01T00:00:00Z"), "occurred_at"),
@@ -572,12 +575,14 @@ def test_wrong_topic_and_wrong_key() -> None:
 
 
 def test_a_10_mb_value_is_too_large_and_is_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
-    def must_not_parse(raw: bytes | str) -> Any:
+    def must_not_parse(raw: bytes | str, *args: Any) -> Any:
         raise AssertionError("an oversized value must be rejected before it is parsed")
 
     monkeypatch.setattr(decoding, "decode_input", must_not_parse)
     value = b'{"type": "order_placed", "padding": "' + b"x" * (10 * 1024 * 1024) + b'"}'
-    decode_record(Record("orders", 0, 1, b"ACC-1", value), ALLOWED, MAX_BYTES)
+    decode_record(
+        Record("orders", 0, 1, b"ACC-1", value), ALLOWED, MAX_BYTES, earliest_event_time=FLOOR
+    )
     letter = dead(value, "too_large")
     assert str(len(value)) in letter.reason and str(MAX_BYTES) in letter.reason
 
@@ -643,3 +648,43 @@ def test_a_dead_letter_fits_in_a_kafka_message(size: int) -> None:
     letter = decode(with_(ORDER, padding="x" * size))
     assert isinstance(letter, DeadLetter)
     assert len(letter.model_dump_json().encode()) < 1_000_000
+
+
+# -- the event-time floor is one setting -------------------------------------------------------
+
+OLD_ORDER = with_(ORDER, occurred_at="1997-01-14T00:00:00Z")
+
+
+def test_long_b2b_histories_pass_and_epoch_zero_does_not() -> None:
+    assert decode(OLD_ORDER).occurred_at == datetime(1997, 1, 14, tzinfo=UTC)
+    letter = dead(with_(ORDER, occurred_at="1970-01-01T00:00:00Z"), "invalid_event")
+    assert "before 1980-01-01" in letter.reason
+
+
+def test_the_floor_follows_the_setting_and_a_refusal_names_it() -> None:
+    later = Settings.model_validate({"earliest_event_time": "2000-01-01"}).earliest_event_time
+    record = Record("orders", 3, 42, b"ACC-1", OLD_ORDER)
+    letter = decode_record(record, ALLOWED, MAX_BYTES, earliest_event_time=later)
+    assert isinstance(letter, DeadLetter) and letter.error_kind == "invalid_event"
+    assert "before 2000-01-01" in letter.reason
+    assert "SEGWORKER_EARLIEST_EVENT_TIME" in letter.reason
+    with pytest.raises(ValidationError, match="before 2000-01-01"):
+        decode_input(OLD_ORDER, earliest_event_time=later)
+    # Another floor for another caller: nothing global changed.
+    assert decode_input(OLD_ORDER).occurred_at.year == 1997
+
+
+def test_the_worker_decodes_with_the_configured_floor() -> None:
+    from worker.agents import BatchProcessor
+    from worker.features import VOCABULARY
+    from worker.metrics import Metrics
+    from worker.rules import load_definitions
+
+    settings = Settings.model_validate(
+        {**SETTINGS.model_dump(), "earliest_event_time": "2000-01-01"}
+    )
+    definitions = load_definitions(settings.definitions_path, VOCABULARY)
+    processor = BatchProcessor(settings, definitions, None, None, Metrics())  # type: ignore[arg-type]
+    events, letters = processor._decode([Record("orders", 3, 42, b"ACC-1", OLD_ORDER)])
+    assert events == [] and [letter.error_kind for letter in letters] == ["invalid_event"]
+    assert "SEGWORKER_EARLIEST_EVENT_TIME" in letters[0].reason

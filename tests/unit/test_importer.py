@@ -167,7 +167,8 @@ ERROR_CASES: list[tuple[dict[str, str], str, str]] = [
     ({"account_id": "Müller"}, "bad_account_id", "'Müller'"),
     ({"date": "01.03.2025"}, "bad_date", "'01.03.2025' is not an ISO date"),
     ({"date": "2025-02-30"}, "bad_date", "day is out of range"),
-    ({"date": "1999-12-31"}, "date_too_old", "before 2000-01-01"),
+    ({"date": "1979-12-31"}, "date_too_old", "before 1980-01-01"),
+    ({"date": "1970-01-01"}, "date_too_old", "set SEGWORKER_EARLIEST_EVENT_TIME"),
     ({"date": "2026-01-15T12:00:01Z"}, "future_date", "in the future"),
     ({"date": "2026-01-16"}, "future_date", "in the future"),
     ({"amount": "1,5"}, "bad_amount", "use '.' as the decimal separator"),
@@ -475,7 +476,7 @@ _CELL = st.one_of(
 )
 _GOOD_ROW = st.tuples(
     st.sampled_from(["A", "B", "ACC:1", "c@d/e+f"]),
-    st.dates(date(2000, 1, 1), date(2026, 1, 14)).map(date.isoformat),
+    st.dates(date(1980, 1, 1), date(2026, 1, 14)).map(date.isoformat),
     st.decimals(-1e6, 1e6, places=2, allow_nan=False).map(str),
     st.sampled_from(["", "Tools", "Safety & PPE", "hvac"]),
     st.sampled_from(["", "SO-1", "SO-2"]),
@@ -641,7 +642,7 @@ def test_dry_run_and_empty_imports_do_not_produce(
 
 def test_format_report_lists_reasons_and_examples() -> None:
     plan = _plan(
-        "account_id,date,amount,extra", *(f"A,bad-{n},1,x" for n in range(25)), "A,2025-03-01,0,x"
+        "account_id,date,amount,extra", *(f"A,bad-{n},1,x" for n in range(25)), "A,1970-01-01,1,x"
     )
     report = ImportReport(
         rows=plan.rows,
@@ -656,5 +657,95 @@ def test_format_report_lists_reasons_and_examples() -> None:
     text = format_report(report)
     assert "Imported 0 of 26 rows as 0 events in 2.0 s" in text
     assert "Ignored columns: extra" in text
-    assert "  bad_date     25\n  zero_amount  1" in text
+    assert "  bad_date      25\n  date_too_old  1\n" in text
+    assert (
+        "Rows dated before 1980-01-01 are refused: to import them, set "
+        "SEGWORKER_EARLIEST_EVENT_TIME to an earlier date" in text
+    )
     assert text.count("\n  line ") == importer.MAX_EXAMPLES
+
+
+def test_format_report_names_the_floor_setting_only_for_rows_before_it() -> None:
+    report = ImportReport(
+        rows=1,
+        imported=0,
+        skipped=1,
+        errors_by_reason={"bad_date": 1},
+        examples=[RowError(2, "bad_date", "'x' is not an ISO date or datetime")],
+        seconds=0.1,
+        events_per_second=0.0,
+    )
+    assert "EARLIEST_EVENT_TIME" not in format_report(report)
+
+
+# ------------------------------------------------------- history as ERP exports have it
+
+
+def _fold(plan: ImportPlan) -> dict[str, Any]:
+    """Every account's state after the worker applied the plan's events, in order."""
+    from worker.features import AccountState, apply
+
+    states: dict[str, AccountState] = {}
+    for event in plan.events(validate=True):
+        decoded = decode_input(encode(event))
+        state = states.setdefault(decoded.account_id, AccountState(decoded.account_id))
+        assert apply(state, decoded)
+    return states
+
+
+def _features(state: Any, at: date) -> dict[str, Any]:
+    from worker.features import FEATURES, FeatureView
+
+    view = FeatureView(state, (at - date(1970, 1, 1)).days)
+    return {name: view[name] for name in FEATURES}
+
+
+def test_rows_since_1997_are_history_not_errors() -> None:
+    (row,) = _rows(_parse("account_id,date,amount", "ACME,1997-01-14,10"))
+    assert row.occurred_at == datetime(1997, 1, 14, tzinfo=UTC)
+
+
+def test_the_floor_is_the_setting_of_the_worker() -> None:
+    floor = datetime(2000, 1, 1, tzinfo=UTC)
+    lines = ["account_id,date,amount", "ACME,1997-01-14,10", "ACME,2000-01-01,10"]
+    plan = plan_import(lines, now=NOW, earliest_event_time=floor)
+    assert (plan.imported, plan.errors) == (1, {"date_too_old": 1})
+    assert str(plan.examples[0]) == (
+        "line 2: date_too_old: '1997-01-14' is before 2000-01-01: "
+        "set SEGWORKER_EARLIEST_EVENT_TIME to import it"
+    )
+
+
+#: A whole number of 30-day category buckets: 1997 + SHIFT lies in 2024.
+SHIFT = timedelta(days=329 * 30)
+
+
+def _history(start: date, shift: timedelta = timedelta(0)) -> list[str]:
+    """Two years of orders, returns and free orders of four accounts from ``start``."""
+    import random
+
+    rng = random.Random(11)
+    lines = ["account_id,date,amount,category,order_id"]
+    day = start
+    while day < start + timedelta(days=730):
+        account = rng.choice("ABCD")
+        amount = rng.choice(["0", "0.00", f"{rng.uniform(10, 900):.2f}", f"-{rng.randint(1, 50)}"])
+        order_id = rng.choice(["", f"SO-{day:%y%m%d}"])
+        category = rng.choice(["", "Tools", "Safety & PPE", "HVAC"])
+        lines.append(f"{account},{day + shift},{amount},{category},{order_id}")
+        day += timedelta(days=rng.randint(1, 9))
+    return lines
+
+
+def test_a_1997_import_gives_the_features_of_the_same_history_in_2024() -> None:
+    old = _fold(plan_import(_history(date(1997, 1, 1)), now=NOW))
+    new = _fold(plan_import(_history(date(1997, 1, 1), SHIFT), now=NOW))
+    assert set(old) == set(new) == set("ABCD")
+    assert date(1997, 1, 1) + SHIFT > date(2024, 1, 1)
+    for account in old:
+        for offset in range(0, 1100, 13):
+            at = date(1997, 1, 1) + timedelta(days=offset)
+            assert _features(old[account], at) == _features(new[account], at + SHIFT), (
+                account,
+                at,
+            )

@@ -194,3 +194,11 @@ def test_input_sample_fits_checked_in_schema(sample: dict[str, Any]) -> None:
 def test_output_sample_fits_checked_in_schema(sample: BaseModel) -> None:
     schema = json.loads((SCHEMA_DIR / schema_filename(type(sample))).read_text())
     _check_shape(json.loads(sample.model_dump_json()), schema)
+
+
+def test_every_input_schema_documents_the_event_time_floor_and_its_setting() -> None:
+    for model in INPUT_EVENT_TYPES:
+        description = schema_documents()[schema_filename(model)]["properties"]["occurred_at"][
+            "description"
+        ]
+        assert "1980-01-01" in description and "SEGWORKER_EARLIEST_EVENT_TIME" in description

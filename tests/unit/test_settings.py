@@ -1,13 +1,16 @@
-"""Settings of the cluster model publishing and of the worker's consumer, and how the
-consumer's fetch max wait reaches aiokafka."""
+"""Settings of the cluster model publishing, of the worker's consumer and of the event-time
+floor, and how the consumer's fetch max wait reaches aiokafka."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import aiokafka
 import pytest
 from pydantic import ValidationError
 
 from worker.app import KafkaTransport, create_app, set_fetch_max_wait
+from worker.events import EARLIEST_EVENT_TIME_SETTING
 from worker.settings import Settings
 
 CONNECTED = {"kafka_bootstrap_servers": "127.0.0.1:9", "redis_url": "redis://127.0.0.1:9/0"}
@@ -78,3 +81,33 @@ async def test_set_fetch_max_wait_refuses_a_started_or_unknown_consumer() -> Non
 def test_a_batch_cannot_settle_for_longer_than_its_window() -> None:
     with pytest.raises(ValidationError, match="batch_settle_seconds"):
         Settings(batch_within_seconds=0.01, batch_settle_seconds=0.02)
+
+
+def test_the_event_time_floor_admits_long_b2b_histories_but_not_epoch_zero() -> None:
+    floor = Settings().earliest_event_time
+    assert datetime(1970, 1, 1, tzinfo=UTC) < floor <= datetime(1997, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "floor"),
+    [
+        ("1975-06-01", datetime(1975, 6, 1, tzinfo=UTC)),  # a date: midnight UTC
+        ("1990-01-01T00:00:00+01:00", datetime(1989, 12, 31, 23, tzinfo=UTC)),
+        ("1990-01-01T06:00:00", datetime(1990, 1, 1, 6, tzinfo=UTC)),  # naive: UTC
+    ],
+)
+def test_the_event_time_floor_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str, floor: datetime
+) -> None:
+    assert EARLIEST_EVENT_TIME_SETTING == "SEGWORKER_EARLIEST_EVENT_TIME"
+    monkeypatch.setenv(EARLIEST_EVENT_TIME_SETTING, value)
+    settled = Settings().earliest_event_time
+    assert settled == floor and settled.utcoffset() is not None
+
+
+@pytest.mark.parametrize("value", ["1970-01-01", "1969-12-31", "0001-01-01", "9999-12-31", "x"])
+def test_an_event_time_floor_that_lets_garbage_in_or_refuses_everything_is_refused(
+    value: str,
+) -> None:
+    with pytest.raises(ValidationError, match="earliest_event_time"):
+        Settings.model_validate({"earliest_event_time": value})
