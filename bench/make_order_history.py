@@ -10,7 +10,7 @@ start late (new customers) and some stop (churned). An order has one to three ro
 category, sharing the ``order_id``); about 3 % of orders come back partly, as a negative row
 2-30 days later. The file is grouped by account, not sorted by date, and has two columns the
 importer ignores (``customer_name``, ``erp_company``). ``--bad-rows N`` adds N invalid rows
-(bad date, decimal comma, zero amount, future date, bad account id, ...), one kind after the
+(bad date, decimal comma, epoch-0 date, future date, bad account id, ...), one kind after the
 other. The same arguments give the same file (on the same day: the end is yesterday).
 
 Writes to a file under the system's temporary directory unless ``--output`` is given, and
@@ -57,7 +57,7 @@ CATEGORIES = (
 BAD_ROWS: tuple[tuple[str, dict[str, str]], ...] = (
     ("bad_date", {"date": "2025-02-30"}),
     ("bad_amount", {"amount": "1.234,50"}),
-    ("zero_amount", {"amount": "0.00"}),
+    ("date_too_old", {"date": "1970-01-01"}),  # epoch 0: a producer's default, not history
     ("future_date", {"date": "2099-01-01"}),
     ("bad_account_id", {"account_id": "ACME GmbH"}),
     ("missing_field", {"account_id": ""}),

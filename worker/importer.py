@@ -27,12 +27,13 @@ The delimiter is ``,``, or ``;`` or a tab when the header uses those instead.
     the same value), not after the moment the import starts.
 ``amount`` (required)
     Decimal number with ``.`` as the decimal separator and no thousands separators
-    (``1180.50``, ``-20``). Positive: an order (``OrderPlaced`` with ``total``). **Negative:
-    a return** (``OrderReturned`` with ``amount = abs(amount)``), which reduces revenue on
-    its date. Zero is rejected (neither an order nor a return); at most 1e12.
+    (``1180.50``, ``-20``). Positive: an order (``OrderPlaced`` with ``total``). Zero: an
+    order too (free goods, samples, a promotion), which counts for the order count, recency
+    and tenure with no revenue. **Negative: a return** (``OrderReturned`` with ``amount =
+    abs(amount)``), which reduces revenue on its date. At most 1e12 either way.
 ``order_id`` (optional)
-    Rows of an account with the same ``order_id`` and a positive amount are *one order*
-    (ERP exports often have a row per order line): they become a single ``OrderPlaced``
+    Rows of an account with the same ``order_id`` and an amount of zero or more are *one
+    order* (ERP exports often have a row per order line): they become a single ``OrderPlaced``
     whose total is their sum, dated at the earliest of their dates. Negative rows with an
     ``order_id`` are returns of that order, one event per row. Without an ``order_id`` each
     row is an order (or a return) of its own and gets a generated ``order_id``, the event id.
@@ -190,7 +191,6 @@ REASONS = (
     "date_too_old",
     "future_date",
     "bad_amount",
-    "zero_amount",
     "amount_too_large",
     "bad_category",
     "bad_order_id",
@@ -255,9 +255,8 @@ def _amount(value: str) -> float:
     if not _AMOUNT.fullmatch(value):
         hint = _AMOUNT_HINT if "," in value else ""
         raise _Reject("bad_amount", f"amount {value!r} is not a decimal number{hint}")
-    amount = float(value)
-    if amount == 0:
-        raise _Reject("zero_amount", f"amount {value!r} is zero: neither an order nor a return")
+    # + 0.0 turns "-0.00" into 0.0: an order of free goods, not a return (nor a total of -0.0)
+    amount = float(value) + 0.0
     if abs(amount) > _MAX_AMOUNT:
         raise _Reject("amount_too_large", f"amount {value!r} exceeds {_MAX_AMOUNT:g}")
     return amount
@@ -482,7 +481,7 @@ def parse_rows(
 
 @dataclass(slots=True)
 class _Order:
-    """The rows of one order (account, ``order_id``, positive amounts) merged into one event."""
+    """The rows of one order (account, ``order_id``, no negative amount) merged into one event."""
 
     first: ParsedRow
     """The first row in the file: it gives the currency and (if any) the contact."""

@@ -176,8 +176,6 @@ ERROR_CASES: list[tuple[dict[str, str], str, str]] = [
     ({"amount": "abc"}, "bad_amount", "'abc' is not a decimal number"),
     ({"amount": "1e3"}, "bad_amount", "'1e3'"),
     ({"amount": "nan"}, "bad_amount", "'nan'"),
-    ({"amount": "0"}, "zero_amount", "zero"),
-    ({"amount": "-0.00"}, "zero_amount", "zero"),
     ({"amount": "1000000000001"}, "amount_too_large", "exceeds 1e+12"),
     ({"category": "---"}, "bad_category", "'---'"),
     ({"category": "x" * 65}, "bad_category", "1-64"),
@@ -681,6 +679,26 @@ def test_format_report_names_the_floor_setting_only_for_rows_before_it() -> None
 # ------------------------------------------------------- history as ERP exports have it
 
 
+#: An export as ERP systems write it: chronological, ';' separated with a byte-order mark,
+#: columns the importer ignores (one with a quoted ';'), several date forms, orders of
+#: several rows, history back to 1997, free goods (amount 0, also as "-0.00"), a return.
+REAL_EXPORT = [
+    "\ufeffaccount_id;Customer;date;amount;category;currency;contact_id;order_id;Sales Office",
+    "ACC-1001;Müller GmbH;1997-01-14;1180.50;Tools;EUR;ACC-1001-C1;SO-970114;Hamburg",
+    "ACC-1001;Müller GmbH;1997-01-14;220.00;Safety & PPE;eur;ACC-1001-C1;SO-970114;Hamburg",
+    "ACC-1002;Dubois S.A.;1997-03-02;0.00;Samples;EUR;;SO-970302;Paris",
+    'ACC-1003;"Rossi; S.r.l.";1997-08-15 10:30;0;Promotion;;;SO-970815;Milano',
+    "ACC-1001;Müller GmbH;1998-11-20;-120.00;Tools;EUR;;SO-970114;Hamburg",
+    "ACC-1004;Nowak Sp. z o.o.;1999-01-05;450.00;Fasteners;EUR;;SO-990105;Warszawa",
+    "ACC-1004;Nowak Sp. z o.o.;1999-01-05;0.00;Fasteners;EUR;;SO-990105;Warszawa",
+    "ACC-1005;Jansen B.V.;2003-02-28T09:15:00+01:00; 0.00 ;HVAC Parts;EUR;;;Stuttgart",
+    "ACC-1002;Dubois S.A.;2023-06-11;-0.00;Samples;EUR;;SO-230611;Paris",
+    "ACC-1001;Müller GmbH;2024-02-10;2400.00;Tools;EUR;ACC-1001-C2;SO-240210;Hamburg",
+    "ACC-1004;Nowak Sp. z o.o.;2025-05-01;89.90;Fasteners;EUR;;SO-250501;Warszawa",
+]
+REAL_ACCOUNTS = {"ACC-1001", "ACC-1002", "ACC-1003", "ACC-1004", "ACC-1005"}
+
+
 def _fold(plan: ImportPlan) -> dict[str, Any]:
     """Every account's state after the worker applied the plan's events, in order."""
     from worker.features import AccountState, apply
@@ -714,6 +732,51 @@ def test_the_floor_is_the_setting_of_the_worker() -> None:
         "line 2: date_too_old: '1997-01-14' is before 2000-01-01: "
         "set SEGWORKER_EARLIEST_EVENT_TIME to import it"
     )
+
+
+def test_an_order_of_free_goods_is_an_order_without_revenue() -> None:
+    events = _events(
+        "account_id,date,amount,category,order_id",
+        "ACME,2025-03-01,0,Samples,",
+        "ACME,2025-03-02,-0.00,,",
+        "ACME,2025-03-03,0.00,Promotion,SO-3",
+        "ACME,2025-03-03,0.00,,SO-3",
+    )
+    assert [event["type"] for event in events] == ["order_placed"] * 3
+    for event in events:
+        assert str(event["total"]) == "0.0"  # not -0.0: a free order is no return
+    assert [line["unit_price"] for line in events[0]["lines"]] == [0.0]
+    assert [line["category"] for line in events[2]["lines"]] == ["promotion", "uncategorized"]
+    (state,) = _fold(_plan(
+        "account_id,date,amount,category,order_id",
+        "ACME,2025-03-01,0,Samples,", "ACME,2025-03-02,-0.00,,", "ACME,2025-03-03,0.00,,SO-3",
+    )).values()  # fmt: skip
+    features = _features(state, date(2025, 3, 10))
+    assert (features["orders_30d"], features["revenue_30d"], features["aov_365d"]) == (3, 0, 0)
+    assert (features["recency_days"], features["tenure_days"]) == (7, 9)
+
+
+def test_a_real_export_gives_every_customer_state() -> None:
+    plan = plan_import(REAL_EXPORT, now=NOW)
+    assert (plan.rows, plan.skipped, plan.ignored_columns) == (11, 0, ["Customer", "Sales Office"])
+    events = list(plan.events(validate=True))
+    assert [e["type"] for e in events].count("order_returned") == 1
+    (returned,) = (e for e in events if e["type"] == "order_returned")
+    assert (returned["account_id"], returned["amount"]) == ("ACC-1001", 120.0)
+    states = _fold(plan)
+    assert set(states) == REAL_ACCOUNTS
+    free_only = _features(states["ACC-1003"], date(1997, 8, 20))
+    assert (free_only["orders_30d"], free_only["revenue_30d"], free_only["recency_days"]) == (
+        1,
+        0,
+        5,
+    )
+    samples = _features(states["ACC-1002"], date(2023, 6, 11))
+    assert (samples["orders_30d"], samples["revenue_365d"]) == (1, 0)
+    assert samples["tenure_days"] == (date(2023, 6, 11) - date(1997, 3, 2)).days
+    paid_and_free = _features(states["ACC-1004"], date(2025, 5, 1))
+    assert paid_and_free["tenure_days"] == (date(2025, 5, 1) - date(1999, 1, 5)).days
+    assert (paid_and_free["orders_365d"], paid_and_free["revenue_365d"]) == (1, 89.9)
 
 
 #: A whole number of 30-day category buckets: 1997 + SHIFT lies in 2024.
