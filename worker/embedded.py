@@ -1,6 +1,8 @@
 """Spawn a real Kafka-protocol broker (Tansu) and a real Redis as child processes.
 
-Used by ``make run`` (``segworker demo``) and by the integration tests. Both servers bind to
+Used by ``make run`` (``segworker demo``) and by the integration tests; ``python -m
+worker.embedded`` runs both until it is stopped and prints the settings that point the
+``segworker`` commands at them (`shell_lines`). Both servers bind to
 ``127.0.0.1`` only, on free ports picked at start, and are torn down by :meth:`stop`, by an
 :mod:`atexit` hook, and (on Linux, when started from the main thread) by the kernel when the
 parent process dies (``PR_SET_PDEATHSIG``).
@@ -35,6 +37,7 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -66,6 +69,7 @@ __all__ = [
     "free_port",
     "import_kafka_python",
     "listening_addresses",
+    "shell_lines",
     "start_kafka",
     "start_redis",
 ]
@@ -928,13 +932,41 @@ def embedded_stack(
         kafka.stop()
 
 
+def shell_lines(bootstrap_servers: str, redis_url: str, pid: int) -> str:
+    """What ``python -m worker.embedded`` prints: POSIX shell lines, usable as they are.
+
+    They export the connection settings of ``worker.settings.Settings``, so that a shell
+    that evaluates them (``. stack.env``) points ``segworker run``, ``import-orders``,
+    ``explain``, ``report``, ... at the embedded servers.
+
+    >>> print(shell_lines("127.0.0.1:41234", "redis://127.0.0.1:41235/0", pid=4242), end="")
+    export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:41234
+    export REDIS_URL=redis://127.0.0.1:41235/0
+    # embedded broker and Redis of process 4242: stop them with kill 4242 (or Ctrl-C)
+    """
+    return (
+        f"export KAFKA_BOOTSTRAP_SERVERS={shlex.quote(bootstrap_servers)}\n"
+        f"export REDIS_URL={shlex.quote(redis_url)}\n"
+        f"# embedded broker and Redis of process {pid}: stop them with kill {pid} (or Ctrl-C)\n"
+    )
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _main() -> None:  # pragma: no cover - manual use: python -m worker.embedded
-    with embedded_stack() as (kafka, redis):
-        print(f"KAFKA_BOOTSTRAP={kafka.bootstrap_servers}")
-        print(f"REDIS_URL={redis.url}")
-        print("Ctrl-C to stop", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+    # A shell starts a background job (`... > stack.env &`) with SIGINT ignored, and Python
+    # would then never raise KeyboardInterrupt; SIGTERM and SIGHUP would end the process
+    # without its clean-up. Handle all three alike: the servers stop, their directories go.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
+    with contextlib.suppress(KeyboardInterrupt), embedded_stack() as (kafka, redis):
+        # One write: a reader of the redirected output sees all lines or none.
+        sys.stdout.write(shell_lines(kafka.bootstrap_servers, redis.url, os.getpid()))
+        sys.stdout.flush()
+        print("embedded broker and Redis running; Ctrl-C stops them", file=sys.stderr, flush=True)
+        signal.pause()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -370,3 +370,58 @@ def test_servers_die_with_their_parent(how: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
     if how == "exit":  # atexit ran: temporary directories are removed too
         assert leftovers == []
+
+
+# --------------------------------------------------------------------------------------------
+# python -m worker.embedded, as the README starts it
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _wait_for_lines(path: Path, count: int, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text.count("\n") >= count:
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} lines in {path} within {timeout} s: {text!r}")
+
+
+def test_the_module_run_in_the_background_prints_settings_a_shell_sources(
+    tmp_path: Path,
+) -> None:
+    """``python -m worker.embedded > stack.env &``: a shell job that ignores SIGINT."""
+    env_file, log_file = tmp_path / "stack.env", tmp_path / "stack.log"
+    started = subprocess.run(
+        ["sh", "-c", '"$0" -m worker.embedded > "$1" 2> "$2" & echo $!', sys.executable,
+         str(env_file), str(log_file)],
+        cwd=Path(embedded.__file__).resolve().parents[1],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    pid = int(started.stdout)
+    try:
+        text = _wait_for_lines(env_file, 3)
+        sourced = subprocess.run(
+            ["sh", "-c", '. "$0" && echo "$KAFKA_BOOTSTRAP_SERVERS" && echo "$REDIS_URL"',
+             str(env_file)],
+            capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
+        ).stdout.split()  # fmt: skip
+        bootstrap, url = sourced
+        embedded.create_topics(bootstrap, {"sourced": 1}, timeout=15)
+        client = redis.Redis.from_url(url)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+        servers = _children(pid)
+        assert len(servers) == 2, (servers, log_file.read_text())
+        assert f"kill {pid}" in text
+        os.kill(pid, signal.SIGINT)  # ignored by default in a background job
+        assert _wait_gone([pid, *servers]) == [], log_file.read_text()
+        assert _refuses(int(bootstrap.rsplit(":", 1)[1]))
+    finally:
+        if not _is_gone(pid):
+            os.kill(pid, signal.SIGKILL)
