@@ -11,6 +11,10 @@ Hysteresis keeps segments from flapping. Per segment definition:
 While either holds an account, it stays where it is; in an exclusive family it
 also does not enter the segment it would move to, so every exit is paired with
 the entry into the next segment, and no account is ever in two.
+
+An exit says why: in an exclusive family the old segment's condition may still hold
+while a segment earlier in file order now matches; the exit then names that segment
+and its values, and "no longer matches" is only said of a condition that is false.
 """
 
 from __future__ import annotations
@@ -103,8 +107,7 @@ def _diff_exclusive(
             return {old_id: held}, []
     changes: list[SegmentChanged] = []
     if old_id is not None and old is not None:
-        moved_to = target.segment_id if target else None
-        changes.append(_exit(family, old_id, old, features, context, moved_to))
+        changes.append(_exit(family, old_id, old, features, context, target))
     if target is None:
         return {}, changes
     changes.append(_enter(family.id, target, context, old_id))
@@ -201,22 +204,47 @@ def _enter(family_id: str, match: Match, context: Context, previous: str | None)
     )
 
 
+def comes_first(match: Match, lead: str = "") -> str:
+    """Why an account leaves a segment whose condition still holds: ``match`` is earlier.
+
+    >>> comes_first(Match("champions", "points >= 2000", {"points": 2053}))
+    'champions comes first and now matches (points=2053)'
+    >>> comes_first(Match("champions", "points >= 2000", {"points": 2053}), "moved to ")
+    'moved to champions, which comes first and now matches (points=2053)'
+    """
+    which = ", which comes" if lead else " comes"
+    text = f"{lead}{match.segment_id}{which} first and now matches"
+    shown = match.shown_values()
+    return f"{text} {shown}" if shown else text
+
+
 def _exit(
     family: FamilyDefinition,
     segment_id: str,
     membership: Membership,
     features: Mapping[str, Any],
     context: Context,
-    moved_to: str | None,
+    moved_to: Match | None,
 ) -> SegmentChanged:
+    """The exit from ``segment_id``; ``moved_to``: the segment an exclusive family moves to.
+
+    Only built for a real change: the old condition is evaluated again here, not on
+    every evaluation.
+    """
     segment = _segment(family, segment_id)
     if segment is None:
         reason, values = f"segment {family.id}/{segment_id} is no longer defined", {}
+    elif moved_to is not None and segment.condition.evaluate(features):
+        # Still true: the account leaves because an earlier segment took it over.
+        reason = comes_first(moved_to, "moved to ")
+        return _change(
+            context, family.id, segment_id, "exited", reason, moved_to.values, None, membership
+        )
     else:
         failed = Match(segment_id, segment.when, segment.condition.explain(features))
         reason, values = f"no longer matches: {failed.reason()}", failed.values
     if moved_to is not None:
-        reason = f"moved to {moved_to}: {reason}"
+        reason = f"moved to {moved_to.segment_id}: {reason}"
     return _change(context, family.id, segment_id, "exited", reason, values, None, membership)
 
 

@@ -271,11 +271,9 @@ async def report(settings: Settings, definitions: Definitions, path: Path) -> Pa
         snapshots = (await store.load_globals()).clusters
     finally:
         await redis.aclose()
+    # Per family: every cluster model numbers its clusters c1, c2, ...
     descriptions = {
-        cluster: text
-        for snapshot in snapshots.values()
-        if snapshot is not None
-        for cluster, text in describe(snapshot).items()
+        family: describe(snapshot) for family, snapshot in snapshots.items() if snapshot is not None
     }
     history = drift_history(settings) if settings.kafka_bootstrap_servers else []
     return write_report(

@@ -133,7 +133,7 @@ def membership_reasons(
             if family is not None:
                 reason = _rule_reason(family, segment_id, entry, view)
             elif (snapshot := globals.clusters.get(family_id)) is not None:
-                reason = _cluster_match(snapshot, segment_id, view).reason()
+                reason = _cluster_reason(snapshot, segment_id, view, globals.cluster_margin)
             elif family_id in globals.clusters:
                 reason = "cluster model not published yet"
             else:
@@ -150,12 +150,50 @@ def _rule_reason(
     except KeyError:
         return f"segment {family.id}/{segment_id} is no longer defined"
     match = Match(segment_id, segment.when, condition=segment.condition, features=view)
-    if segment.condition.evaluate(view):
-        return match.reason()
     if "outside_since" in entry:
         since = datetime.fromtimestamp(entry["outside_since"], UTC).date().isoformat()
-        return f"held (min_dwell/exit_grace); no longer matching since {since}: {match.reason()}"
-    return f"matched when last evaluated; now: {match.reason()}"
+        # Not "no longer matching since": in an exclusive family the hold may have begun
+        # when an earlier segment started to match, while this one still did.
+        status = f"held (min_dwell/exit_grace) since {since}"
+    else:
+        status = "matched when last evaluated"
+    if not segment.condition.evaluate(view):
+        return f"{status}; no longer matches: {match.reason()}"
+    first = next(iter(evaluate_family(family, view)), None) if family.exclusive else None
+    if first is None or first.segment_id == segment_id:
+        return match.reason()
+    return (
+        f"{status}; {membership.comes_first(first)}; "
+        f"this segment's own condition still holds: {match.reason()}"
+    )
+
+
+def _cluster_reason(
+    snapshot: ClusterSnapshot, cluster_id: str, view: FeatureView, margin: float
+) -> str:
+    """Why the account is in ``cluster_id``; "nearest centroid" only when it is the nearest.
+
+    An account stays in its cluster until another is nearer by the margin, and is
+    re-assigned to a new model at its next event or by the paced background pass.
+    """
+    distances = snapshot.distances(view)
+    nearest = min(distances, key=distances.__getitem__)
+    if cluster_id == nearest:
+        return _cluster_match(snapshot, cluster_id, view, distances).reason()
+    model = f"{snapshot.spec.name} model v{snapshot.version}"
+    if cluster_id not in distances:
+        return (
+            f"assigned with an earlier model; {model} has no cluster {cluster_id} "
+            f"(nearest: {nearest})"
+        )
+    gap = f"({distances[nearest]:.3f} vs {distances[cluster_id]:.3f})"
+    if clustering.assign(view, snapshot, cluster_id, margin, distances) == cluster_id:
+        status = f"kept by the {margin:.0%} margin: {nearest} is nearer {gap}"
+    else:
+        status = f"assigned when last evaluated; {nearest} is nearer now {gap}"
+    rule = f"centroid {cluster_id} of {model}: {cluster_descriptions(snapshot)[cluster_id]}"
+    values = _cluster_match(snapshot, cluster_id, view, distances).values
+    return f"{status}; {Match(cluster_id, rule, values).reason()}"
 
 
 def _cluster_match(

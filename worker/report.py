@@ -10,7 +10,8 @@ other files. Per segment family the page shows
 - each segment's feature profile as an index against all accounts (100 = average),
 - a table with size, share of accounts and of revenue, top categories, buying-centre
   roles and a warning for segments too small to act on, plus the plain-language
-  descriptions for the cluster family,
+  descriptions of each cluster family's clusters (keyed by family: the cluster models
+  all number their clusters c1, c2, ...),
 - the drift alarms of the family.
 
 Every chart is a ``<div class="chart" data-family="...">``. Every text that comes from
@@ -479,11 +480,10 @@ def _plotly_script(include_plotlyjs: bool | Literal["cdn"]) -> str:
 def render_report(
     profiles: Mapping[Any, ProfileLike] | Iterable[ProfileLike],
     history: Sequence[Any] = (),
-    cluster_descriptions: Mapping[str, str] | None = None,
+    cluster_descriptions: Mapping[str, Mapping[str, str]] | None = None,
     title: str = "Segment report",
     *,
     overall: ProfileLike | None = None,
-    cluster_family: str = "cluster",
     generated_at: datetime | None = None,
     include_plotlyjs: bool | Literal["cdn"] = True,
 ) -> str:
@@ -497,8 +497,9 @@ def render_report(
     history
         Drift reports in time order: ``DriftReport`` objects or ``segment_drift`` event dicts.
     cluster_descriptions
-        Plain-language description per cluster id of ``cluster_family``
-        (``worker.clustering.describe``).
+        Per cluster family, the plain-language description of each cluster id
+        (``worker.clustering.describe`` of the family's model). The families' ids
+        overlap, so a description is only ever looked up within its family.
     title
         Page title.
     overall
@@ -519,8 +520,8 @@ def render_report(
     for h in timeline:
         for part in ("sizes", "inflow", "outflow"):
             families.update(h.get(part, {}))
-    if cluster_descriptions:
-        families.add(cluster_family)
+    described = {family: texts for family, texts in (cluster_descriptions or {}).items() if texts}
+    families.update(described)
     reference = None if overall is None else _profile(overall)
 
     charts = _Charts()
@@ -533,7 +534,7 @@ def render_report(
                 by_family.get(family, []),
                 timeline,
                 reference,
-                cluster_descriptions if family == cluster_family else None,
+                described.get(family),
                 charts,
                 anchor,
             )

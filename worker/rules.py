@@ -1471,10 +1471,23 @@ class Match:
         >>> Match("champions", "points >= 5000", {"points": 7200}).reason()
         'points >= 5000 (points=7200)'
         """
+        shown = self.shown_values()
+        return f"{self.rule} {shown}" if shown else self.rule
+
+    def shown_values(self) -> str:
+        """The values the rule looked at, in parentheses; empty when it looked at none.
+
+        Examples
+        --------
+        >>> Match("champions", "points >= 5000", {"points": 7200, "tier": "gold"}).shown_values()
+        '(points=7200, tier="gold")'
+        >>> Match("rest", "true", {}).shown_values()
+        ''
+        """
         if not self.values:
-            return self.rule
+            return ""
         shown = ", ".join(f"{label}={_render_value(value)}" for label, value in self.values.items())
-        return f"{self.rule} ({shown})"
+        return f"({shown})"
 
 
 def evaluate_family(family: FamilyDefinition, features: Features) -> list[Match]:

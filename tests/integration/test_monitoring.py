@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -12,11 +13,15 @@ import urllib.request
 from datetime import timedelta
 from html.parser import HTMLParser
 
+import redis.asyncio as aioredis
+
 from tests.clock import TEST_NOW
 from tests.integration.harness import ROOT, Deployment, TopicReader, WorkerProcess
+from worker.clustering import describe
 from worker.events import SegmentDrift
 from worker.generator import generate_events, make_accounts, produce
 from worker.settings import DEFAULT_DEFINITIONS
+from worker.store import StateStore
 
 FAST = {
     "SEGWORKER_CLUSTER_WARMUP": "100",
@@ -26,6 +31,7 @@ FAST = {
     "SEGWORKER_VALUE_INTERVAL_SECONDS": "2",
 }
 FAMILIES = {"value", "apriori", "region", "program", "engagement", "needs", "cluster"}
+CLUSTER_FAMILIES = {"cluster", "needs_cluster"}
 
 
 class ChartFinder(HTMLParser):
@@ -37,6 +43,49 @@ class ChartFinder(HTMLParser):
         values = dict(attrs)
         if "chart" in (values.get("class") or "").split() and values.get("data-family"):
             self.families.add(values["data-family"] or "")
+
+
+class DescriptionTable(HTMLParser):
+    """Segment id -> description from the report's table of one family."""
+
+    def __init__(self, family: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.family = family
+        self.rows: list[list[str]] = []
+        self._inside = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and dict(attrs).get("data-family") == self.family:
+            self._inside = True
+        elif self._inside and tag == "tr":
+            self.rows.append([])
+        elif self._inside and tag == "td":
+            self.rows[-1].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self._inside and self.rows and self.rows[-1]:
+            self.rows[-1][-1] += data
+
+
+def described_in_report(page: str, family: str) -> dict[str, str]:
+    table = DescriptionTable(family)
+    table.feed(page)
+    return {cells[0]: cells[1] for cells in table.rows if cells}
+
+
+async def stored_cluster_descriptions(deployment: Deployment) -> dict[str, dict[str, str]]:
+    """What ``/segments`` describes: each published model's own descriptions."""
+    client = aioredis.Redis.from_url(deployment.redis_url)
+    store = StateStore(client, deployment.name, sorted(CLUSTER_FAMILIES))
+    try:
+        models = (await store.load_globals()).clusters
+    finally:
+        await client.aclose()
+    return {family: describe(model) for family, model in models.items() if model is not None}
 
 
 def test_drift_events_profiles_and_report(kafka, redis_server, tmp_path):
@@ -73,13 +122,17 @@ def test_drift_events_profiles_and_report(kafka, redis_server, tmp_path):
             with urllib.request.urlopen(url, timeout=5) as response:
                 overview = json.loads(response.read())["segments"]
             profiled = [s for s in overview if s["profile"] and s["size"]]
-            if any(s["family"] == "cluster" for s in profiled) or time.monotonic() > deadline:
+            clustered = {s["family"] for s in profiled} & CLUSTER_FAMILIES
+            if clustered == CLUSTER_FAMILIES or time.monotonic() > deadline:
                 break
             time.sleep(1)
         never = next(s for s in profiled if s["segment_id"] == "never_participated")
         assert never["profile"]["size"] == never["size"]
         assert any(s["family"] == "cluster" and s["description"] for s in profiled)
+        assert any(s["family"] == "needs_cluster" and s["description"] for s in profiled)
 
+        # Stopped, so the models the report reads are the ones compared with below.
+        assert worker.stop() == 0, worker.log_tail()
         output = tmp_path / "report.html"
         done = subprocess.run(
             [sys.executable, "-m", "worker.cli", "report", "--output", str(output)],
@@ -87,9 +140,16 @@ def test_drift_events_profiles_and_report(kafka, redis_server, tmp_path):
             timeout=120, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
+        page = output.read_text(encoding="utf-8")
         finder = ChartFinder()
-        finder.feed(output.read_text(encoding="utf-8"))
+        finder.feed(page)
         assert finder.families >= FAMILIES
+        # Both cluster families number their clusters c1, c2, ...: each family's table
+        # describes its own clusters (the needs model's texts once showed under behaviour).
+        expected = asyncio.run(stored_cluster_descriptions(deployment))
+        assert set(expected["cluster"]) & set(expected["needs_cluster"])
+        for family in CLUSTER_FAMILIES:
+            assert described_in_report(page, family) == expected[family], family
     finally:
         drift.close()
         assert worker.stop() == 0, worker.log_tail()

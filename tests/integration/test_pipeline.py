@@ -157,7 +157,9 @@ def test_events_in_exact_segment_changes_out(deployment, worker, changes):
                     "never_participated",
                     "exited",
                     None,
-                    "moved to active_members: no longer matches: true",
+                    # its catch-all condition still holds: an earlier segment took it
+                    "moved to active_members, which comes first and now matches "
+                    "(points_earned_90d=1200)",
                 ),
                 (
                     "ACME",
@@ -180,8 +182,8 @@ def test_events_in_exact_segment_changes_out(deployment, worker, changes):
                     "active_members",
                     "exited",
                     None,
-                    "moved to champions: no longer matches: points_earned_90d > 0 "
-                    "(points_earned_90d=1200)",
+                    "moved to champions, which comes first and now matches "
+                    "(points_earned_90d=1200, response_rate_365d=1)",
                 ),
                 (
                     "ACME",

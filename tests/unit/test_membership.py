@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from worker.events import OrderPlaced, OrderReturned
 from worker.features import VOCABULARY, AccountState
-from worker.processing import evaluate, process_event
+from worker.processing import evaluate, membership_reasons, process_event
 from worker.rules import load_definitions
 from worker.schedule import DAY, Schedule
 
@@ -155,3 +155,65 @@ def test_following_the_schedule_finds_every_time_driven_change(orders):
 
 def _segments(state: AccountState) -> dict[str, list[str]]:
     return {family: sorted(members) for family, members in state.memberships.items()}
+
+
+TIERS_YAML = """
+version: "h-2"
+families:
+  tier:
+    exclusive: true
+    segments:
+      - id: top
+        when: revenue_90d >= 1000
+      - id: buying
+        when: revenue_90d > 0
+        min_dwell: 10d
+      - id: idle
+        when: true
+"""
+TIERS = load_definitions(TIERS_YAML, VOCABULARY)
+
+
+def test_a_held_membership_whose_condition_holds_says_an_earlier_segment_matches():
+    state = AccountState("A1")
+    process_event(state, order(1, 0, 10.0), TIERS)
+    assert process_event(state, order(2, 1, 1500.0), TIERS) == []  # "buying" dwells 10 days
+    assert membership_reasons(state, TIERS)[("tier", "buying")] == (
+        "held (min_dwell/exit_grace) since 2026-03-03; top comes first and now matches "
+        "(revenue_90d=1510); this segment's own condition still holds: "
+        "revenue_90d > 0 (revenue_90d=1510)"
+    )
+    exit_, entry = evaluate(state, TIERS, "t10", at=at(10))
+    assert exit_.reason == "moved to top, which comes first and now matches (revenue_90d=1510)"
+    assert (entry.segment_id, entry.reason) == ("top", "revenue_90d >= 1000 (revenue_90d=1510)")
+
+
+def test_a_held_membership_whose_condition_turned_false_says_so():
+    state = AccountState("A1")
+    process_event(state, order(1, 0, 10.0), TIERS)
+    process_event(state, order(2, 1, 1500.0), TIERS)  # held from day 1: "top" matches
+    for n, amount in ((1, 10.0), (2, 1500.0)):  # both returned on day 3: nothing matches
+        returned = OrderReturned(
+            event_id=f"r{n}", occurred_at=T0 + timedelta(days=3), account_id="A1",
+            order_id=f"o{n}", amount=amount,
+        )  # fmt: skip
+        assert process_event(state, returned, TIERS) == []
+    # held since day 1, but its own condition held until day 3: no "no longer since day 1"
+    assert membership_reasons(state, TIERS)[("tier", "buying")] == (
+        "held (min_dwell/exit_grace) since 2026-03-03; no longer matches: "
+        "revenue_90d > 0 (revenue_90d=0)"
+    )
+    (exit_, _) = evaluate(state, TIERS, "t10", at=at(10))
+    assert exit_.reason == "moved to idle: no longer matches: revenue_90d > 0 (revenue_90d=0)"
+
+
+def test_a_membership_not_evaluated_since_an_earlier_segment_matches_says_so():
+    """explain reads the current features: a membership may predate a change the worker
+    has not evaluated yet (a definitions change before the recompute)."""
+    state = AccountState("A1")
+    process_event(state, order(1, 0, 500.0), TIERS)
+    lower = load_definitions(TIERS_YAML.replace(">= 1000", ">= 100"), VOCABULARY)
+    assert membership_reasons(state, lower)[("tier", "buying")] == (
+        "matched when last evaluated; top comes first and now matches (revenue_90d=500); "
+        "this segment's own condition still holds: revenue_90d > 0 (revenue_90d=500)"
+    )
