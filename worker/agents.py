@@ -439,6 +439,7 @@ class BatchProcessor:
                     {
                         "family": c.family,
                         "account_id": account,
+                        "day": state.now_day,
                         "features": raw_sample(view, c.spec),
                     }
                     for c in self.clusterings

@@ -28,6 +28,9 @@ from worker.clustering import (
     FeatureSpec,
     largest_centroid_shift,
 )
+from worker.features import FeatureView
+from worker.processing import raw_sample
+from worker.schedule import DAYS_SINCE
 from worker.settings import Settings
 from worker.store import StateStore
 
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Samples per message on the sample topic: one message per batch, not per sample,
 #: keeps the learner's Kafka overhead per batch (a sample is about 250 bytes).
 SAMPLES_PER_MESSAGE = 500
+#: Stored accounts read per step when a new owner fills a learner's population.
+POPULATION_STEP = 100
 
 
 def encode_samples(samples: Sequence[Mapping[str, Any]]) -> list[bytes]:
@@ -98,14 +103,23 @@ class ClusterTrainer:
         self._learned_since_publish: dict[str, int] = {}
 
     async def learn(self, samples: Sequence[Mapping[str, Any]]) -> int:
-        """Train on ``{"family", "account_id", "features"}`` samples; returns how many."""
+        """Train on ``{"family", "account_id", "features"}`` samples; returns how many.
+
+        The account id keys the sample in the learner's population: an account's newer
+        sample replaces its older one.
+        """
         learned = 0
         for sample in samples:
             family = sample.get("family")
             if family not in self.clusterings or not isinstance(sample.get("features"), dict):
                 continue
             learner = await self._learner(family)
-            learner.learn_one(sample["features"])
+            account, day = sample.get("account_id"), sample.get("day")
+            learner.learn_one(
+                sample["features"],
+                account if isinstance(account, str) else None,
+                day if isinstance(day, int) and not isinstance(day, bool) else None,
+            )
             self._learned_since_publish[family] = self._learned_since_publish.get(family, 0) + 1
             learned += 1
         return learned
@@ -173,11 +187,35 @@ class ClusterTrainer:
             return learner
         config = self.clusterings[family]
         stored = await self.store.load_snapshot(family)
+        params: dict[str, Any] = {
+            "warmup": self.settings.cluster_warmup,
+            "population": max(self.settings.cluster_population, self.settings.cluster_warmup),
+            # days since the last order, say, keep growing after the sample was taken
+            "ageing": [name for name in config.spec.names if name in DAYS_SINCE],
+        }
         if stored is not None and stored.spec == config.spec and len(stored.clusters) == config.k:
-            learner = ClusterLearner.from_snapshot(stored, warmup=self.settings.cluster_warmup)
+            learner = ClusterLearner.from_snapshot(stored, **params)
             log.info("resuming %s model from v%d", family, stored.version)
         else:
-            learner = ClusterLearner(config.spec, config.k, warmup=self.settings.cluster_warmup)
+            learner = ClusterLearner(config.spec, config.k, **params)
+        await self._load_population(learner)
+        learner.min_population = learner.n_clusters  # every stored account is in it now
         self._published[family] = stored
         self._learners[family] = learner
         return learner
+
+    async def _load_population(self, learner: ClusterLearner) -> None:
+        """Put every stored account's current features into a new learner's population.
+
+        A new owner (a restart, a rebalance) would otherwise refit on only the accounts
+        that happen to send a sample first: the active ones. Read in steps of 100
+        accounts, so the event agent gets its turns in between.
+        """
+        loaded = 0
+        async for accounts in self.store.account_ids(POPULATION_STEP):
+            for state in (await self.store.load_many(accounts)).values():
+                view = FeatureView(state, state.now_day)
+                learner.observe(state.account_id, raw_sample(view, learner.spec), state.now_day)
+                loaded += 1
+        if loaded:
+            log.info("%s model: %d stored accounts in its population", learner.spec.name, loaded)
