@@ -382,7 +382,7 @@ class BatchProcessor:
             result.erased.discard(event.account_id)  # new data after an erasure in the batch
             result.changes.extend(changes)
             result.clock = max(result.clock, event.occurred_at.timestamp())
-        self._index(states, result, complete=True)
+        self._index(states, globals, result, complete=True)
         return result
 
     def _reevaluate(
@@ -405,7 +405,7 @@ class BatchProcessor:
             result.changes.extend(
                 evaluate(state, self.definitions, cause, globals, at, only, skip=skip)
             )
-            self._index(states, result, complete=only is None, accounts=(account,))
+            self._index(states, globals, result, complete=only is None, accounts=(account,))
             # Stored only when it changed; the due time and revenue index are refreshed
             # anyway. An evaluation mark left old only costs the next event a full one.
             if (state.memberships, state.sampled_day) != before:
@@ -415,6 +415,7 @@ class BatchProcessor:
     def _index(
         self,
         states: dict[str, AccountState],
+        globals: Globals,
         result: BatchResult,
         complete: bool,
         accounts: Iterable[str] | None = None,
@@ -423,14 +424,20 @@ class BatchProcessor:
         training sample for the cluster models when the last one is old enough.
 
         ``complete``: every family was evaluated (or known unchanged), which the
-        account's evaluation mark records together with the due time.
+        account's evaluation mark records together with the rule families' due time
+        (what ``worker.impact`` reasons about). The sweep's due time is the earlier of
+        that and the first day another centroid may win the account (``cluster_due``).
         """
         for account in result.changed_accounts if accounts is None else accounts:
             state = states[account]
             view = FeatureView(state, state.now_day)
-            due = result.due[account] = self.schedule.next_due(state)
+            due = self.schedule.next_due(state)
             if complete:
                 self.impact.mark(state, due)
+            moved = self.schedule.cluster_due(state, globals, view) if globals.clusters else None
+            result.due[account] = (
+                due if moved is None or (due is not None and due <= moved) else moved
+            )
             result.revenue[account] = view["revenue_365d"]
             last = state.sampled_day
             if last is None or state.now_day - last >= self.settings.cluster_sample_days:
