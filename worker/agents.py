@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from worker import value
 from worker.decoding import Record, decode_record
 from worker.events import AccountErased, AnyInputEvent, DeadLetter, SegmentChanged
-from worker.features import AccountState, FeatureView, Globals
+from worker.features import AccountState, FeatureView, Globals, day_of
 from worker.impact import Impact
 from worker.learning import clusterings
 from worker.metrics import Metrics
@@ -378,6 +378,10 @@ class BatchProcessor:
                 result.count(event.type, "duplicate")
                 continue
             result.count(event.type, "applied")
+            if state.sampled_day is not None and day_of(event.occurred_at) < state.sampled_day:
+                # The last training sample was taken ahead of this event (a sweep at a
+                # stream time another partition had reached): it misses the event.
+                state.sampled_day = None
             result.changed_accounts.add(event.account_id)
             result.erased.discard(event.account_id)  # new data after an erasure in the batch
             result.changes.extend(changes)

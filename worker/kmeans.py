@@ -49,13 +49,16 @@ class Population:
     """The latest prepared vector per key (an account) and the day it was taken, at most
     ``capacity`` keys.
 
-    A key seen again replaces its row; when full, the least recently updated key makes
-    room. Rows live in one growing array, so :meth:`matrix` is a view, not a copy. A day
-    not given is NaN (the vector is taken as current, whenever asked).
+    A key seen again replaces its row, unless the row was taken on a later day (samples
+    are sent concurrently, so they may arrive out of order, and a new owner reads the
+    stored accounts before the samples still queued for it); when full, the least
+    recently updated key makes room. Rows live in one growing array, so :meth:`matrix`
+    is a view, not a copy. A day not given is NaN (the vector is taken as current).
 
     >>> population = Population(size=2, capacity=2)
     >>> population.put("A", [1.0, 2.0], day=10); population.put("B", [3.0, 4.0])
-    >>> population.put("A", [1.5, 2.5], day=12); population.put("C", [5.0, 6.0])  # B leaves
+    >>> population.put("A", [1.5, 2.5], day=12); population.put("A", [0.0, 0.0], day=11)
+    >>> population.put("C", [5.0, 6.0])  # B makes room
     >>> sorted(population.keys()), population.matrix().tolist(), population.days().tolist()
     (['A', 'C'], [[1.5, 2.5], [5.0, 6.0]], [12.0, nan])
     """
@@ -78,6 +81,8 @@ class Population:
     def put(self, key: Hashable, vector: Sequence[float], day: float | None = None) -> None:
         row = self._index.get(key)
         if row is not None:
+            if day is not None and self._days[row] > day:
+                return  # an older sample than the one held
             self._index.move_to_end(key)
         elif len(self._index) < self.capacity:
             row = len(self._index)
