@@ -272,6 +272,7 @@ class BatchProcessor:
             await self.deliver(result.changes, result.resend)
             self._send_samples_later(result.samples)
             total.changes.extend(result.changes)
+            total.redefined.update(result.redefined)
         return total
 
     async def deliver(
@@ -406,6 +407,7 @@ class BatchProcessor:
             skip: Container[str] = ()
             if previous is not None and only is None:
                 skip = self.impact.unchanged(state, at, previous)
+                result.redefined[account] = self.impact.redefined(state, previous)
             result.changes.extend(
                 evaluate(state, self.definitions, cause, globals, at, only, skip=skip)
             )
