@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -544,6 +544,41 @@ def largest_centroid_shift(old: ClusterSnapshot | None, new: ClusterSnapshot) ->
 # ---------------------------------------------------------------------------- learner
 
 
+@dataclass(frozen=True)
+class Refit:
+    """A refit's result (see ``worker.kmeans.refit``) and the samples it had seen."""
+
+    centres: np.ndarray
+    sizes: np.ndarray
+    means: np.ndarray
+    stds: np.ndarray
+    samples: int
+
+
+def _aged(
+    data: np.ndarray,
+    days: np.ndarray,
+    today: float | None,
+    dimensions: Sequence[tuple[int, Dimension]],
+) -> np.ndarray:
+    """``data`` (prepared rows taken on ``days``) with each of ``dimensions`` (column,
+    dimension) grown by the days from then to ``today``; a copy when anything grew."""
+    if not dimensions or today is None:
+        return data
+    elapsed = today - days
+    elapsed = np.where(np.isnan(elapsed) | (elapsed < 0), 0.0, elapsed)
+    if not elapsed.any():
+        return data
+    data = data.copy()
+    for index, d in dimensions:
+        raw = np.expm1(data[:, index]) if d.transform == "log1p" else data[:, index]
+        raw = raw + elapsed
+        if d.upper is not None:
+            raw = np.minimum(raw, d.upper)
+        data[:, index] = np.log1p(raw) if d.transform == "log1p" else raw
+    return data
+
+
 class ClusterLearner:
     """Online k-means with stable ids whose centres live in prepared units, refitted on
     the current population before every snapshot.
@@ -702,9 +737,10 @@ class ClusterLearner:
         if day is not None and (self.today is None or day > self.today):
             self.today = day
 
-    def current_population(self) -> np.ndarray:
+    def current_population(self, data: np.ndarray | None = None) -> np.ndarray:
         """The population's prepared vectors with the ``ageing`` dimensions brought up to
-        ``today`` (a copy then; else the population's own rows).
+        ``today`` (a copy then; else the population's own rows, or ``data``: a copy of
+        them).
 
         >>> learner = ClusterLearner(BEHAVIOUR, n_clusters=1, warmup=1,
         ...                          ageing=["recency_days"])
@@ -715,22 +751,9 @@ class ClusterLearner:
         >>> [round(math.expm1(r)) for r in learner.current_population()[:, 0]]
         [10, 400, 5, 3]
         """
-        data = self.population.matrix()
-        if not self.ageing or self.today is None:
-            return data
-        elapsed = self.today - self.population.days()
-        elapsed = np.where(np.isnan(elapsed) | (elapsed < 0), 0.0, elapsed)
-        if not elapsed.any():
-            return data
-        data = data.copy()
-        for index in self.ageing:
-            d = self.spec.dimensions[index]
-            raw = np.expm1(data[:, index]) if d.transform == "log1p" else data[:, index]
-            raw = raw + elapsed
-            if d.upper is not None:
-                raw = np.minimum(raw, d.upper)
-            data[:, index] = np.log1p(raw) if d.transform == "log1p" else raw
-        return data
+        data = self.population.matrix() if data is None else data
+        dimensions = [(index, self.spec.dimensions[index]) for index in self.ageing]
+        return _aged(data, self.population.days(), self.today, dimensions)
 
     def _rate(self, wins: int) -> float:
         """Learning rate of a centre that has won ``wins`` samples (this one included)."""
@@ -756,20 +779,45 @@ class ClusterLearner:
     def refit(self) -> bool:
         """Refit the centres on the population (see the class); False when there is
         nothing new to fit or the population is smaller than ``min_population``."""
-        if self.centres is None or not self.refits or self._refitted_at == self.samples:
+        task = self.refit_task()
+        if task is None:
             return False
-        data = self.current_population()
-        if len(data) < self.min_population:
-            return False
-        rng = np.random.default_rng([self.seed, self.samples])
-        centres, sizes, self.means, self.stds = kmeans.refit(
-            data, self.centres, n_init=self.n_init, min_share=self.min_share, rng=rng
-        )
-        self.centres = centres
-        self.sizes = [int(s) for s in sizes]
-        self.counts = [max(wins, size) for wins, size in zip(self.counts, self.sizes, strict=True)]
-        self._refitted_at = self.samples
+        self.apply_refit(task())
         return True
+
+    def refit_task(self) -> Callable[[], Refit] | None:
+        """The work of :meth:`refit` as a function of copies of the learner's data (so it
+        may run in another thread while the learner goes on learning), or None when there
+        is nothing to refit; hand its result to :meth:`apply_refit`."""
+        if self.centres is None or not self.refits or self._refitted_at == self.samples:
+            return None
+        if len(self.population) < self.min_population:
+            return None
+        data, days = self.population.matrix().copy(), self.population.days().copy()
+        dimensions = [(index, self.spec.dimensions[index]) for index in self.ageing]
+        centres, today, samples = self.centres.copy(), self.today, self.samples
+        n_init, min_share = self.n_init, self.min_share
+        rng = np.random.default_rng([self.seed, samples])
+
+        def task() -> Refit:
+            fitted = kmeans.refit(
+                _aged(data, days, today, dimensions),
+                centres,
+                n_init=n_init,
+                min_share=min_share,
+                rng=rng,
+            )
+            return Refit(*fitted, samples=samples)
+
+        return task
+
+    def apply_refit(self, refit: Refit) -> None:
+        """Take the centres of a :meth:`refit_task` (online steps since are superseded)."""
+        self.centres = refit.centres
+        self.means, self.stds = refit.means, refit.stds
+        self.sizes = [int(s) for s in refit.sizes]
+        self.counts = [max(wins, size) for wins, size in zip(self.counts, self.sizes, strict=True)]
+        self._refitted_at = max(self._refitted_at, refit.samples)
 
     def snapshot(
         self,
@@ -777,9 +825,10 @@ class ClusterLearner:
         *,
         created_at: datetime | None = None,
         previous: ClusterSnapshot | None = None,
+        refit: bool = True,
     ) -> ClusterSnapshot:
-        """A frozen copy of the model, refitted first (see :meth:`refit`), whose ids continue
-        ``previous``'s.
+        """A frozen copy of the model, refitted first (see :meth:`refit`; unless ``refit``
+        is False: the caller did), whose ids continue ``previous``'s.
 
         ``previous`` defaults to this learner's last snapshot; pass the last published one
         when a new owner starts a fresh learner. Centroids are standardised with the same
@@ -788,7 +837,8 @@ class ClusterLearner:
         """
         if self.centres is None:
             raise NotReadyError(f"warm-up: {self.samples} of {self.warmup} samples seen")
-        self.refit()
+        if refit:
+            self.refit()
         means = tuple(float(m) for m in self.means)
         stds = tuple(float(s) for s in self.stds)
         prepared = self.centres.tolist()

@@ -393,9 +393,10 @@ def test_the_default_publish_shift_ignores_jitter_but_not_drift(seed: int) -> No
 class FakeModelStore:
     """The model keys of ``StateStore``: compare-and-set on the version."""
 
-    def __init__(self) -> None:
+    def __init__(self, states: Sequence[AccountState] = ()) -> None:
         self.models: dict[str, ClusterSnapshot] = {}
         self.publishes = 0
+        self.states = {state.account_id: state for state in states}
 
     async def load_snapshot(self, family: str) -> ClusterSnapshot | None:
         return self.models.get(family)
@@ -409,11 +410,12 @@ class FakeModelStore:
         return True
 
     async def account_ids(self, batch: int = 1000) -> Any:
-        return  # no account states stored
-        yield
+        accounts = list(self.states)
+        for start in range(0, len(accounts), batch):
+            yield accounts[start : start + batch]
 
     async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
-        return {}
+        return {a: self.states[a] for a in account_ids if a in self.states}
 
 
 def samples(features: Sequence[dict[str, Any]], first: int = 0) -> list[dict[str, Any]]:
@@ -462,6 +464,31 @@ async def test_a_deposed_owner_holding_back_resumes_from_the_stored_model() -> N
     await trainer.learn(samples(stream(10, seed=10)[0]))  # resumes from v2
     assert (await trainer._learner("cluster")).samples == newer.samples + 10
     assert trainer._published["cluster"] == newer
+
+
+async def test_a_new_owner_refits_on_every_stored_account_not_only_the_first_samples() -> None:
+    rng = random.Random(5)
+    states = []
+    for number, group in enumerate(rng.choices(list(GROUPS), k=400)):
+        state = AccountState(f"S{number}", clock=20_000 * 86400.0)
+        recency, orders, revenue, _, _ = GROUPS[group]
+        for day in range(0, 360, max(360 // orders, 1)):
+            state.orders.append([20_000 - 360 + day, revenue / orders, 1])
+        state.last_order_day = 20_000 - recency
+        states.append(state)
+    store = FakeModelStore(states)
+    settings = Settings(cluster_warmup=50, cluster_k_behaviour=len(GROUPS))
+    trainer = ClusterTrainer(settings, store)  # type: ignore[arg-type]
+    # Only a few accounts of one group send samples: the rest are in the store.
+    key = [f for f, g in zip(stream(400, 1)[0], stream(400, 1)[1], strict=True) if g == "key"]
+    await trainer.learn(samples(key))
+    learner = await trainer._learner("cluster")
+    assert len(key) >= 50 and len(learner.population) == 400 + len(key)
+    [(_, model)] = [p for p in await trainer.publish() if p[0] == "cluster"]
+    assert sum(c.count for c in model.clusters) == 400 + len(key)  # fitted on all of them
+    views = [FeatureView(state, state.now_day) for state in states]
+    # regular, dormant and collector accounts (without points here: like regular ones)
+    assert len({model.predict_one(view)[0] for view in views}) >= 2
 
 
 @pytest.mark.parametrize("seed", [1, 4])
