@@ -18,7 +18,10 @@ Printed per run and clustering (behaviour ``cluster`` and ``needs_cluster``):
   on the same accounts' features computed at the final stream time with the worker's
   ``FeatureView``, transformed and standardised as the published model does (target
   >= 0.9), next to ARI batch~batch: two such batch runs with different seeds, the
-  agreement the data allow at all.
+  agreement the data allow at all;
+- SSQ live/batch: the k-means objective (squared distances to the cluster means, same
+  standardised vectors) of the live memberships over that of the batch run: near 1 is
+  as tight a partition as batch k-means finds.
 
     .venv/bin/python bench/live_clustering.py [--seeds 1 2 3 4 5] [--orderings live backlog]
 
@@ -70,6 +73,7 @@ class FamilyResult:
     outside: int
     ari_live_batch: float
     ari_batch_batch: float
+    ssq_ratio: float
     descriptions: dict[str, str]
     sizes: dict[str, int]
 
@@ -268,6 +272,10 @@ def _score(
         )
         labels = [live[family].get(a, "none") for a in accounts]
         batch = KMeans(n_clusters=clustering.k, n_init=10, random_state=seed).fit(z)
+        # The k-means objective of the live partition: squared distances to its means.
+        groups = np.unique(labels, return_inverse=True)[1]
+        means = np.array([z[groups == g].mean(axis=0) for g in range(groups.max() + 1)])
+        live_ssq = float(((z - means[groups]) ** 2).sum())
         other = KMeans(n_clusters=clustering.k, n_init=10, random_state=seed + 1000).fit(z)
         results.append(
             FamilyResult(
@@ -279,6 +287,7 @@ def _score(
                 outside=outside,
                 ari_live_batch=float(adjusted_rand_score(batch.labels_, labels)),
                 ari_batch_batch=float(adjusted_rand_score(batch.labels_, other.labels_)),
+                ssq_ratio=live_ssq / float(batch.inertia_),
                 descriptions={
                     r["segment_id"]: r["description"] for r in overview if r["family"] == family
                 },
@@ -309,7 +318,8 @@ def main() -> None:
                 console.print(
                     f"seed {seed} {ordering}: {f.family} v{f.version} empty {f.empty}, "
                     f"smallest {f.smallest_share:.1%}, outside {f.outside}, "
-                    f"ARI live~batch {f.ari_live_batch:.3f} (batch~batch {f.ari_batch_batch:.3f}); "
+                    f"ARI live~batch {f.ari_live_batch:.3f} (batch~batch {f.ari_batch_batch:.3f}), "
+                    f"SSQ live/batch {f.ssq_ratio:.3f}; "
                     f"caught up in {result.catch_up_seconds:.0f} s, "
                     f"settled {result.settle_seconds:.0f} s",
                     markup=False,
@@ -320,14 +330,15 @@ def main() -> None:
         title=run_title(f"Live-path clustering ({args.accounts} accounts, {args.days} days)")
     )
     for column in ("seed", "ordering", "events", "clustering", "empty", "smallest share",
-                   "centroids outside data", "ARI live~batch", "ARI batch~batch"):  # fmt: skip
+                   "centroids outside data", "ARI live~batch", "ARI batch~batch",
+                   "SSQ live/batch"):  # fmt: skip
         table.add_column(column, justify="right")
     for run in runs:
         for f in run.families:
             table.add_row(
                 str(run.seed), run.ordering, str(run.events), f.family, str(f.empty),
                 f"{f.smallest_share:.1%}", str(f.outside), f"{f.ari_live_batch:.3f}",
-                f"{f.ari_batch_batch:.3f}",
+                f"{f.ari_batch_batch:.3f}", f"{f.ssq_ratio:.3f}",
             )  # fmt: skip
     console.print(table)
     every = [f for run in runs for f in run.families]
