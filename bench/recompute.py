@@ -125,10 +125,11 @@ def report_table(report: RecomputeReport, changed_family: str) -> Table:
     table = Table(title="dry run: who would enter and leave")
     for column in ("segment", "change", "accounts", "examples", "note"):
         table.add_column(column)
-    for segment, change, count, examples in report.rows():
-        family = segment.split("/")[0]
-        note = "" if family == changed_family else "[red]family not changed[/red]"
-        table.add_row(segment, change, f"{count:,}", examples, note)
+    for tally, why in ((report.caused, "caused"), (report.pending, "pending")):
+        for segment, change, count, examples in tally.rows():
+            family = segment.split("/")[0]
+            note = why if why == "pending" or family == changed_family else "[red]caused?[/red]"
+            table.add_row(segment, change, f"{count:,}", examples, note)
     return table
 
 

@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from worker import value
 from worker.decoding import Record, decode_record
 from worker.events import AccountErased, AnyInputEvent, DeadLetter, SegmentChanged
-from worker.features import AccountState, FeatureView, Globals
+from worker.features import AccountState, FeatureView, Globals, day_of
 from worker.impact import Impact
 from worker.learning import clusterings
 from worker.metrics import Metrics
@@ -272,6 +272,7 @@ class BatchProcessor:
             await self.deliver(result.changes, result.resend)
             self._send_samples_later(result.samples)
             total.changes.extend(result.changes)
+            total.redefined.update(result.redefined)
         return total
 
     async def deliver(
@@ -383,11 +384,15 @@ class BatchProcessor:
                 result.count(event.type, "duplicate")
                 continue
             result.count(event.type, "applied")
+            if state.sampled_day is not None and day_of(event.occurred_at) < state.sampled_day:
+                # The last training sample was taken ahead of this event (a sweep at a
+                # stream time another partition had reached): it misses the event.
+                state.sampled_day = None
             result.changed_accounts.add(event.account_id)
             result.erased.discard(event.account_id)  # new data after an erasure in the batch
             result.changes.extend(changes)
             result.clock = max(result.clock, event.occurred_at.timestamp())
-        self._index(states, result, complete=True)
+        self._index(states, globals, result, complete=True)
         return result
 
     def _reevaluate(
@@ -407,10 +412,11 @@ class BatchProcessor:
             skip: Container[str] = ()
             if previous is not None and only is None:
                 skip = self.impact.unchanged(state, at, previous)
+                result.redefined[account] = self.impact.redefined(state, previous)
             result.changes.extend(
                 evaluate(state, self.definitions, cause, globals, at, only, skip=skip)
             )
-            self._index(states, result, complete=only is None, accounts=(account,))
+            self._index(states, globals, result, complete=only is None, accounts=(account,))
             # Stored only when it changed; the due time and revenue index are refreshed
             # anyway. An evaluation mark left old only costs the next event a full one.
             if (state.memberships, state.sampled_day) != before:
@@ -420,6 +426,7 @@ class BatchProcessor:
     def _index(
         self,
         states: dict[str, AccountState],
+        globals: Globals,
         result: BatchResult,
         complete: bool,
         accounts: Iterable[str] | None = None,
@@ -428,14 +435,20 @@ class BatchProcessor:
         training sample for the cluster models when the last one is old enough.
 
         ``complete``: every family was evaluated (or known unchanged), which the
-        account's evaluation mark records together with the due time.
+        account's evaluation mark records together with the rule families' due time
+        (what ``worker.impact`` reasons about). The sweep's due time is the earlier of
+        that and the first day another centroid may win the account (``cluster_due``).
         """
         for account in result.changed_accounts if accounts is None else accounts:
             state = states[account]
             view = FeatureView(state, state.now_day)
-            due = result.due[account] = self.schedule.next_due(state)
+            due = self.schedule.next_due(state)
             if complete:
                 self.impact.mark(state, due)
+            moved = self.schedule.cluster_due(state, globals, view) if globals.clusters else None
+            result.due[account] = (
+                due if moved is None or (due is not None and due <= moved) else moved
+            )
             result.revenue[account] = view["revenue_365d"]
             last = state.sampled_day
             if last is None or state.now_day - last >= self.settings.cluster_sample_days:
@@ -444,6 +457,7 @@ class BatchProcessor:
                     {
                         "family": c.family,
                         "account_id": account,
+                        "day": state.now_day,
                         "features": raw_sample(view, c.spec),
                     }
                     for c in self.clusterings

@@ -203,12 +203,21 @@ def cmd_recompute(args: argparse.Namespace) -> int:
         f"{report.changes} memberships {verb}",
         soft_wrap=True,
     )
-    table = Table()
-    for column in ("segment", "change", "accounts", "examples"):
-        table.add_column(column)
-    for segment, change, count, examples in report.rows():
-        table.add_row(segment, change, str(count), examples)
-    console.print(table)
+    parts = (
+        (report.caused, "caused by the definitions change"),
+        (report.pending, "pending without it (time since the last evaluation, a newer "
+         "cluster model): the worker applies these anyway"),
+    )  # fmt: skip
+    for tally, what in parts:
+        console.print(f"{tally.changes} {what}", soft_wrap=True)
+        if not tally.changes:
+            continue
+        table = Table()
+        for column in ("segment", "change", "accounts", "examples"):
+            table.add_column(column)
+        for segment, change, count, examples in tally.rows():
+            table.add_row(segment, change, str(count), examples)
+        console.print(table)
     return 0
 
 

@@ -270,6 +270,25 @@ class Impact:
             if before.get(family) == self.family_fingerprints[family] and not inputs & _ALWAYS
         )
 
+    def redefined(
+        self, state: AccountState, previous: Mapping[str, Mapping[str, str]]
+    ) -> frozenset[str] | None:
+        """Rule families these definitions define otherwise than the definitions the
+        account was last evaluated with: changed, added and removed ones. None when that
+        is not known (no evaluation mark, or its definitions were not recorded).
+
+        ``previous`` as for :meth:`unchanged`. What an evaluation changes in the other
+        families (and in cluster families) is what time or a newer model made pending,
+        not the new definitions (``segworker recompute`` reports the two apart).
+        """
+        before = previous.get(state.evaluated[0]) if state.evaluated else None
+        if before is None:
+            return None
+        now = self.family_fingerprints
+        return frozenset(f for f in now if before.get(f) != now[f]) | frozenset(
+            f for f in before if f not in now
+        )
+
 
 def _due(state: AccountState, moment: float) -> bool:
     """Whether time alone may have changed a membership of the marked ``state`` by

@@ -13,9 +13,10 @@ Every worker assigns with the latest snapshot, read in each batch's round trip.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,9 @@ from worker.clustering import (
     FeatureSpec,
     largest_centroid_shift,
 )
+from worker.features import FeatureView
+from worker.processing import raw_sample
+from worker.schedule import DAYS_SINCE
 from worker.settings import Settings
 from worker.store import StateStore
 
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 #: Samples per message on the sample topic: one message per batch, not per sample,
 #: keeps the learner's Kafka overhead per batch (a sample is about 250 bytes).
 SAMPLES_PER_MESSAGE = 500
+#: Stored accounts read per step when a new owner fills a learner's population.
+POPULATION_STEP = 100
 
 
 def encode_samples(samples: Sequence[Mapping[str, Any]]) -> list[bytes]:
@@ -98,14 +104,23 @@ class ClusterTrainer:
         self._learned_since_publish: dict[str, int] = {}
 
     async def learn(self, samples: Sequence[Mapping[str, Any]]) -> int:
-        """Train on ``{"family", "account_id", "features"}`` samples; returns how many."""
+        """Train on ``{"family", "account_id", "features"}`` samples; returns how many.
+
+        The account id keys the sample in the learner's population: an account's newer
+        sample replaces its older one.
+        """
         learned = 0
         for sample in samples:
             family = sample.get("family")
             if family not in self.clusterings or not isinstance(sample.get("features"), dict):
                 continue
             learner = await self._learner(family)
-            learner.learn_one(sample["features"])
+            account, day = sample.get("account_id"), sample.get("day")
+            learner.learn_one(
+                sample["features"],
+                account if isinstance(account, str) else None,
+                day if isinstance(day, int) and not isinstance(day, bool) else None,
+            )
             self._learned_since_publish[family] = self._learned_since_publish.get(family, 0) + 1
             learned += 1
         return learned
@@ -127,7 +142,14 @@ class ClusterTrainer:
                 continue
             previous = self._published.get(family)
             version = (previous.version if previous else 0) + 1
-            snapshot = learner.snapshot(version, created_at=datetime.now(UTC), previous=previous)
+            task = learner.refit_task()
+            if task is not None:
+                # The refit is batch k-means over up to the whole population: off the
+                # event loop, so the event agent keeps its turns.
+                learner.apply_refit(await asyncio.to_thread(task))
+            snapshot = learner.snapshot(
+                version, created_at=datetime.now(UTC), previous=previous, refit=False
+            )
             shift = largest_centroid_shift(previous, snapshot)
             if shift <= self.settings.cluster_publish_min_shift:
                 stored = await self.store.load_snapshot(family)
@@ -169,15 +191,55 @@ class ClusterTrainer:
 
     async def _learner(self, family: str) -> ClusterLearner:
         learner = self._learners.get(family)
-        if learner is not None:
-            return learner
-        config = self.clusterings[family]
-        stored = await self.store.load_snapshot(family)
-        if stored is not None and stored.spec == config.spec and len(stored.clusters) == config.k:
-            learner = ClusterLearner.from_snapshot(stored, warmup=self.settings.cluster_warmup)
-            log.info("resuming %s model from v%d", family, stored.version)
-        else:
-            learner = ClusterLearner(config.spec, config.k, warmup=self.settings.cluster_warmup)
-        self._published[family] = stored
-        self._learners[family] = learner
+        if learner is None:
+            await self._start_learners()
+            learner = self._learners[family]
         return learner
+
+    async def _start_learners(self) -> None:
+        """A learner for every clustering that has none: resumed from the stored model
+        when it fits the configuration, and given every stored account's current
+        features (one pass over the store for all of them)."""
+        started: dict[str, ClusterLearner] = {}
+        for family, config in self.clusterings.items():
+            if family in self._learners:
+                continue
+            stored = await self.store.load_snapshot(family)
+            params: dict[str, Any] = {
+                "warmup": self.settings.cluster_warmup,
+                "population": max(self.settings.cluster_population, self.settings.cluster_warmup),
+                # days since the last order, say, keep growing after the sample was taken
+                "ageing": [name for name in config.spec.names if name in DAYS_SINCE],
+            }
+            fits = stored is not None and stored.spec == config.spec
+            if stored is not None and fits and len(stored.clusters) == config.k:
+                started[family] = ClusterLearner.from_snapshot(stored, **params)
+                log.info("resuming %s model from v%d", family, stored.version)
+            else:
+                started[family] = ClusterLearner(config.spec, config.k, **params)
+            self._published[family] = stored
+        await self._load_population(started.values())
+        for learner in started.values():
+            learner.min_population = learner.n_clusters  # every stored account is in it now
+        self._learners.update(started)
+
+    async def _load_population(self, learners: Iterable[ClusterLearner]) -> None:
+        """Put every stored account's current features into new learners' populations.
+
+        A new owner (a restart, a rebalance) would otherwise refit on only the accounts
+        that happen to send a sample first: the active ones. Read in steps of 100
+        accounts, so the event agent gets its turns in between.
+        """
+        learners = list(learners)
+        if not learners:
+            return
+        loaded = 0
+        async for accounts in self.store.account_ids(POPULATION_STEP):
+            for state in (await self.store.load_many(accounts)).values():
+                view = FeatureView(state, state.now_day)
+                for learner in learners:
+                    features = raw_sample(view, learner.spec)
+                    learner.observe(state.account_id, features, state.now_day)
+                loaded += 1
+        if loaded:
+            log.info("cluster models: %d stored accounts in their populations", loaded)

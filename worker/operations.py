@@ -15,7 +15,7 @@ import multiprocessing
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Container, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,25 +86,25 @@ class ProducerSender:
 
 
 @dataclass
-class RecomputeReport:
-    accounts: int = 0
-    changes: int = 0
+class ChangeTally:
+    """Changes counted per ``(family, segment, change)``, with a few example accounts."""
+
     by_segment: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     examples: dict[tuple[str, str, str], list[str]] = field(
         default_factory=lambda: defaultdict(list)
     )
 
-    def add(self, changes: Sequence[SegmentChanged], examples: int = 3) -> None:
-        self.changes += len(changes)
-        for change in changes:
-            key = (change.family, change.segment_id, change.change)
-            self.by_segment[key] += 1
-            if len(self.examples[key]) < examples:
-                self.examples[key].append(change.account_id)
+    @property
+    def changes(self) -> int:
+        return sum(self.by_segment.values())
 
-    def merge(self, other: RecomputeReport, examples: int = 3) -> None:
-        self.accounts += other.accounts
-        self.changes += other.changes
+    def add(self, change: SegmentChanged, examples: int = 3) -> None:
+        key = (change.family, change.segment_id, change.change)
+        self.by_segment[key] += 1
+        if len(self.examples[key]) < examples:
+            self.examples[key].append(change.account_id)
+
+    def merge(self, other: ChangeTally, examples: int = 3) -> None:
         self.by_segment.update(other.by_segment)
         for key, accounts in other.examples.items():
             self.examples[key] = (self.examples[key] + accounts)[:examples]
@@ -120,6 +120,57 @@ class RecomputeReport:
             )
             for (family, segment, change), count in sorted(self.by_segment.items())
         ]
+
+
+@dataclass
+class RecomputeReport:
+    """What a recompute changed (or would change), told apart by why.
+
+    ``caused``: changes in the families the new definitions redefine for the account
+    (changed, added, removed; all rule families of an account whose last definitions
+    were not recorded). ``pending``: changes in the other families, cluster families
+    included: what time (a due time not swept yet) or a newer cluster model had made
+    pending, which the worker applies anyway. Pending changes inside a redefined family
+    count as caused (the old definitions are not at hand to tell them apart).
+    """
+
+    accounts: int = 0
+    caused: ChangeTally = field(default_factory=ChangeTally)
+    pending: ChangeTally = field(default_factory=ChangeTally)
+
+    @property
+    def changes(self) -> int:
+        return self.caused.changes + self.pending.changes
+
+    def add(
+        self,
+        changes: Sequence[SegmentChanged],
+        redefined: Mapping[str, frozenset[str] | None],
+        cluster_families: Container[str] = (),
+    ) -> None:
+        """Count ``changes``; ``redefined``: each account's redefined rule families
+        (``Impact.redefined``; missing or None: not known, every rule family counts)."""
+        for change in changes:
+            if change.family in cluster_families:
+                self.pending.add(change)
+                continue
+            families = redefined.get(change.account_id)
+            if families is None or change.family in families:
+                self.caused.add(change)
+            else:
+                self.pending.add(change)
+
+    def merge(self, other: RecomputeReport) -> None:
+        self.accounts += other.accounts
+        self.caused.merge(other.caused)
+        self.pending.merge(other.pending)
+
+    def rows(self) -> list[tuple[str, str, int, str]]:
+        """Every change, caused and pending together (see :meth:`ChangeTally.rows`)."""
+        every = ChangeTally()
+        every.merge(self.caused)
+        every.merge(self.pending)
+        return every.rows()
 
 
 def recompute_in_processes(
@@ -181,6 +232,7 @@ async def recompute(
     report = RecomputeReport()
     cause = f"recompute:{definitions.version}"
     impact = Impact(definitions)
+    cluster_families = frozenset(c.family for c in clusterings(settings))
     try:
         globals = await store.load_globals()
         now = time.time() if settings.time_mode == "wall" else await store.stream_time()
@@ -193,7 +245,9 @@ async def recompute(
                 report.accounts += len(states)
                 for state in states.values():
                     skip = impact.unchanged(state, now, previous)
-                    report.add(evaluate(state, definitions, cause, globals, at=now, skip=skip))
+                    redefined = {state.account_id: impact.redefined(state, previous)}
+                    changes = evaluate(state, definitions, cause, globals, at=now, skip=skip)
+                    report.add(changes, redefined, cluster_families)
             return report
         await store.save_family_fingerprints(impact.fingerprint, impact.family_fingerprints)
         async with ProducerSender(settings) as sender:
@@ -201,7 +255,7 @@ async def recompute(
             async for accounts in _part_of(store.account_ids(), part):
                 result = await processor.reevaluate(accounts, cause, at=now, previous=previous)
                 report.accounts += len(accounts)
-                report.add(result.changes)
+                report.add(result.changes, result.redefined, cluster_families)
         return report
     finally:
         await redis.aclose()

@@ -9,6 +9,12 @@ keeps it in a Redis sorted set that a timer sweeps: that is how an account leave
 
 The candidates over-approximate (a window edge that changes no condition still
 counts); a needless re-evaluation finds nothing to change and emits nothing.
+
+Cluster families follow time too (``Schedule.cluster_due``): between events only
+time-driven features move, and of a cluster spec's features only the days-since ones
+(``recency_days``) move between the window and category edges above, which are due
+times anyway. With the model in hand, the first day another centroid beats the
+account's cluster by the margin is solved per centroid (:func:`days_until_switch`).
 """
 
 from __future__ import annotations
@@ -16,12 +22,22 @@ from __future__ import annotations
 import ast
 import bisect
 import functools
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from worker import membership
-from worker.features import CATEGORY_BUCKET_DAYS, DAILY_INPUT, HORIZON_DAYS, AccountState
+from worker.clustering import ClusterSnapshot
+from worker.features import (
+    CATEGORY_BUCKET_DAYS,
+    DAILY_INPUT,
+    HORIZON_DAYS,
+    NO_GLOBALS,
+    AccountState,
+    FeatureView,
+    Globals,
+)
 from worker.rules import Definitions
 
 #: Every window length (days) some feature sums over.
@@ -74,6 +90,56 @@ class Schedule:
             moments += membership.due_times(family, state.memberships.get(family.id, {}))
         future = [moment for moment in moments if moment > state.clock]
         return min(future) if future else None
+
+    def cluster_due(
+        self, state: AccountState, globals: Globals = NO_GLOBALS, view: FeatureView | None = None
+    ) -> float | None:
+        r"""Epoch seconds of the first day time alone may move the account to another
+        cluster of a model in ``globals`` (its days-since features growing; the other
+        features move only at the window and category edges of ``next_due``); None: not
+        before those. ``view``: the account's features now, if the caller has them.
+
+        >>> from worker.clustering import BEHAVIOUR, Cluster
+        >>> means, stds = (3.0, 5.0, 1.0, 1.0, 0.2), (1.5, 3.0, 1.0, 3.0, 0.2)
+        >>> model = ClusterSnapshot(1, BEHAVIOUR, means, stds, clusters=(
+        ...     Cluster("c1", (-1.0, 0.0, 0.0, 0.0, 0.0), 10),   # recent: log1p(recency) 1.5
+        ...     Cluster("c2", (1.0, 0.0, 0.0, 0.0, 0.0), 10)),   # lapsed: 4.5
+        ...     next_id=3, samples=20)
+        >>> state = AccountState("A", clock=100 * DAY, last_order_day=100,
+        ...                      memberships={"cluster": {"c1": {"since": 100 * DAY}}})
+        >>> from worker.features import VOCABULARY
+        >>> from worker.rules import load_definitions
+        >>> schedule = Schedule(load_definitions(
+        ...     'version: "1"\nfamilies:\n  f: {exclusive: false, segments: [{id: a, when: true}]}',
+        ...     VOCABULARY))
+        >>> due = schedule.cluster_due(state, Globals(clusters={"cluster": model}))
+        >>> due / DAY - 100  # days since the last order when c2 is 10 % closer than c1
+        32.0
+        """
+        earliest: float | None = None
+        for family, snapshot in globals.clusters.items():
+            current = next(iter(state.memberships.get(family, ())), None)
+            if snapshot is None or current is None:
+                continue
+            growing = [
+                name
+                for name in snapshot.spec.names
+                if name in DAYS_SINCE and getattr(state, DAYS_SINCE[name]) is not None
+            ]
+            if not growing:
+                continue
+            if view is None:
+                view = FeatureView(state, state.now_day, globals)
+            if len(growing) > 1:  # not solved: look again every day
+                days: int | None = 1
+            else:
+                days = days_until_switch(
+                    snapshot, view, current, globals.cluster_margin, growing[0]
+                )
+            if days is not None:
+                moment = float((state.now_day + days) * DAY)
+                earliest = moment if earliest is None else min(earliest, moment)
+        return earliest
 
     def _days_since_crossings(self, state: AccountState) -> list[int]:
         crossings = []
@@ -201,3 +267,118 @@ def constants_compared_with(definitions: Definitions, feature: str) -> tuple[int
                 if is_number and 0 <= value <= 10 * 365:  # type: ignore[operator]
                     found.add(int(value))  # type: ignore[arg-type]
     return tuple(sorted(found))
+
+
+def days_until_switch(
+    snapshot: ClusterSnapshot,
+    features: Mapping[str, Any],
+    current: str,
+    margin: float,
+    growing: str,
+) -> int | None:
+    """Whole days until ``clustering.assign`` moves the account away from ``current``
+    when feature ``growing`` grows by one a day and the others stay; None: never.
+
+    Only the standardised coordinate ``z`` of ``growing`` moves (increasing with time,
+    up to the dimension's ``upper`` bound). Another centroid ``j`` wins once
+    ``d_j^2 < (1 - margin)^2 d_current^2``; both squared distances are quadratics in
+    ``z``, so their difference is ``a z^2 + b z + c`` with ``a = 1 - (1 - margin)^2
+    >= 0``, negative exactly between its roots. The first day past the lower root is
+    the answer for ``j``, if the value of that day is still below the upper root.
+
+    >>> from worker.clustering import Cluster, Dimension, FeatureSpec
+    >>> spec = FeatureSpec("line", (Dimension("recency_days", upper=400.0),))
+    >>> line = ClusterSnapshot(1, spec, (0.0,), (1.0,), clusters=(
+    ...     Cluster("c1", (10.0,), 1), Cluster("c2", (30.0,), 1)), next_id=3, samples=2)
+    >>> days_until_switch(line, {"recency_days": 12}, "c1", 0.0, "recency_days")  # at 21
+    9
+    >>> days_until_switch(line, {"recency_days": 12}, "c1", 0.5, "recency_days")  # at 24
+    12
+    >>> days_until_switch(line, {"recency_days": 25}, "c2", 0.1, "recency_days") is None
+    True
+    """
+    spec = snapshot.spec
+    index = spec.names.index(growing)
+    dimension = spec.dimensions[index]
+    raw = features.get(growing)
+    if raw is None:
+        return None
+    start = float(raw)
+    if dimension.upper is not None and start >= dimension.upper:
+        return None
+    z = snapshot.standardise(features)
+    mean, std = snapshot.means[index], snapshot.stds[index]
+    centroids = snapshot.centroids
+    if current not in centroids:
+        return None
+
+    def coordinate(days: float) -> float:
+        return (dimension.value(start + days) - mean) / std
+
+    def rest(centroid: tuple[float, ...]) -> tuple[float, float]:
+        """The centroid's coordinate of ``growing``; the squared distance over the others."""
+        return centroid[index], math.dist(z, centroid) ** 2 - (z[index] - centroid[index]) ** 2
+
+    q = (1.0 - margin) ** 2
+    own, own_rest = rest(centroids[current])
+    a = 1.0 - q
+    best: int | None = None
+    for cid, centroid in centroids.items():
+        if cid == current:
+            continue
+        other, other_rest = rest(centroid)
+        b = -2.0 * (other - q * own)
+        c = other * other + other_rest - q * (own * own + own_rest)
+        day = _first_day_below(a, b, c, coordinate, start, dimension.upper)
+        if day is not None and (best is None or day < best):
+            best = day
+    return best
+
+
+def _first_day_below(
+    a: float,
+    b: float,
+    c: float,
+    coordinate: Any,
+    start: float,
+    upper: float | None,
+) -> int | None:
+    """The first whole day ``d >= 1`` with ``a z^2 + b z + c < 0`` at ``z = coordinate(d)``,
+    ``coordinate`` increasing (constant from ``upper - start`` days on); None: never."""
+
+    def below(days: float) -> bool:
+        z = coordinate(days)
+        return a * z * z + b * z + c < 0
+
+    if a > 0:
+        discriminant = b * b - 4 * a * c
+        if discriminant <= 0:
+            return None
+        root = math.sqrt(discriminant)
+        low, high = (-b - root) / (2 * a), (-b + root) / (2 * a)
+    elif b < 0:
+        low, high = -c / b, math.inf
+    elif b > 0:
+        low, high = -math.inf, -c / b
+    else:
+        return 1 if c < 0 else None
+    if coordinate(0) >= high:
+        return None  # past the interval: the coordinate only grows
+    if below(0) or below(1):
+        return 1  # (ties and rounding: an evaluation tomorrow decides)
+    # The day whose coordinate first exceeds ``low``: invert the coordinate by bisection
+    # (monotone; at most ``upper`` days matter).
+    horizon = (upper - start) if upper is not None else 10.0 * 365
+    if coordinate(math.ceil(horizon)) <= low:
+        return None
+    lo, hi = 1, max(math.ceil(horizon), 1)
+    while lo < hi:  # the first day d with coordinate(d) > low
+        mid = (lo + hi) // 2
+        if coordinate(mid) > low:
+            hi = mid
+        else:
+            lo = mid + 1
+    for day in (lo, lo + 1):
+        if below(day):
+            return day
+    return None

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         default=7, ge=1, description="An account sends a training sample at most this often"
     )
     cluster_warmup: int = Field(default=200, ge=10, description="Samples before the first model")
+    cluster_population: int = Field(
+        default=100_000,
+        ge=10,
+        description="Accounts whose latest sample the model owner keeps per clustering "
+        "(about 100 bytes each): every candidate model is refitted on them, so no cluster "
+        "stays empty; beyond this, the least recently sampled accounts are left out",
+    )
     cluster_snapshot_seconds: float = Field(
         default=30.0, gt=0, description="How often the model owner considers publishing"
     )

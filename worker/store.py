@@ -65,6 +65,9 @@ class BatchResult:
     resend: list[SegmentChanged] = field(default_factory=list)
     #: ``time.perf_counter()`` when the batch's processing started (for its duration)
     started: float | None = None
+    #: per re-evaluated account, the rule families a definitions change redefined for it
+    #: (``Impact.redefined``; None: not known); only when asked (``segworker recompute``)
+    redefined: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
     def count(self, event_type: str, outcome: str) -> None:
         key = (event_type, outcome)

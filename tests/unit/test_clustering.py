@@ -7,13 +7,14 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.clock import TEST_NOW
 from worker.clustering import (
     BEHAVIOUR,
     DEFAULT_CATEGORIES,
@@ -31,10 +32,11 @@ from worker.clustering import (
     match_ids,
     vectorize,
 )
-from worker.events import OrderLine, OrderPlaced
+from worker.events import OrderLine, OrderPlaced, decode_input
 from worker.features import FEATURES, AccountState, FeatureView, apply, day_of
-from worker.generator import CATEGORIES
+from worker.generator import CATEGORIES, generate_events, make_accounts
 from worker.learning import ClusterTrainer
+from worker.processing import raw_sample
 from worker.settings import Settings
 
 # group -> (recency days, orders/yr, revenue/yr, points/yr, response rate); well separated
@@ -181,12 +183,12 @@ def test_snapshot_before_warmup_is_refused() -> None:
     assert learner.snapshot(version=1).samples == 50
 
 
-def test_seeding_waits_for_k_distinct_samples_with_a_bounded_buffer() -> None:
-    learner = ClusterLearner(BEHAVIOUR, n_clusters=3, warmup=10)
+def test_seeding_waits_for_k_distinct_samples_with_a_bounded_population() -> None:
+    learner = ClusterLearner(BEHAVIOUR, n_clusters=3, warmup=10, population=50)
     for i in range(1000):
         learner.learn_one({"orders_365d": i % 2})
     assert not learner.ready
-    assert len(learner._buffer or []) <= 10 + 2
+    assert len(learner.population) == 50
     learner.learn_one({"orders_365d": 50})
     assert learner.ready
     assert sorted(c.count for c in learner.snapshot(version=1).clusters)[0] >= 1
@@ -256,6 +258,10 @@ def test_a_learner_restored_from_a_snapshot_continues_the_same_way() -> None:
     learner = trained(n=800, seed=21)
     snapshot = learner.snapshot(version=1)
     restored = ClusterLearner.from_snapshot(ClusterSnapshot.from_json(snapshot.to_json()))
+    # A new owner loads the accounts' current features into the population first (a
+    # sample without an account id is keyed by its number).
+    for number, features in enumerate(stream(800, seed=21)[0], 1):
+        restored.observe(number, features)
     for features in stream(500, seed=22)[0]:
         learner.learn_one(features)
         restored.learn_one(features)
@@ -387,9 +393,10 @@ def test_the_default_publish_shift_ignores_jitter_but_not_drift(seed: int) -> No
 class FakeModelStore:
     """The model keys of ``StateStore``: compare-and-set on the version."""
 
-    def __init__(self) -> None:
+    def __init__(self, states: Sequence[AccountState] = ()) -> None:
         self.models: dict[str, ClusterSnapshot] = {}
         self.publishes = 0
+        self.states = {state.account_id: state for state in states}
 
     async def load_snapshot(self, family: str) -> ClusterSnapshot | None:
         return self.models.get(family)
@@ -402,9 +409,21 @@ class FakeModelStore:
         self.publishes += 1
         return True
 
+    async def account_ids(self, batch: int = 1000) -> Any:
+        accounts = list(self.states)
+        for start in range(0, len(accounts), batch):
+            yield accounts[start : start + batch]
 
-def samples(features: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"family": "cluster", "account_id": "a", "features": f} for f in features]
+    async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        return {a: self.states[a] for a in account_ids if a in self.states}
+
+
+def samples(features: Sequence[dict[str, Any]], first: int = 0) -> list[dict[str, Any]]:
+    """Samples of accounts ``first``, ``first + 1``, ..."""
+    return [
+        {"family": "cluster", "account_id": f"A{first + i}", "features": f}
+        for i, f in enumerate(features)
+    ]
 
 
 async def test_the_owner_publishes_only_a_model_that_moved_materially() -> None:
@@ -445,6 +464,82 @@ async def test_a_deposed_owner_holding_back_resumes_from_the_stored_model() -> N
     await trainer.learn(samples(stream(10, seed=10)[0]))  # resumes from v2
     assert (await trainer._learner("cluster")).samples == newer.samples + 10
     assert trainer._published["cluster"] == newer
+
+
+async def test_a_new_owner_refits_on_every_stored_account_not_only_the_first_samples() -> None:
+    rng = random.Random(5)
+    states = []
+    for number, group in enumerate(rng.choices(list(GROUPS), k=400)):
+        state = AccountState(f"S{number}", clock=20_000 * 86400.0)
+        recency, orders, revenue, _, _ = GROUPS[group]
+        for day in range(0, 360, max(360 // orders, 1)):
+            state.orders.append([20_000 - 360 + day, revenue / orders, 1])
+        state.last_order_day = 20_000 - recency
+        states.append(state)
+    store = FakeModelStore(states)
+    settings = Settings(cluster_warmup=50, cluster_k_behaviour=len(GROUPS))
+    trainer = ClusterTrainer(settings, store)  # type: ignore[arg-type]
+    # Only a few accounts of one group send samples: the rest are in the store.
+    key = [f for f, g in zip(stream(400, 1)[0], stream(400, 1)[1], strict=True) if g == "key"]
+    await trainer.learn(samples(key))
+    learner = await trainer._learner("cluster")
+    assert len(key) >= 50 and len(learner.population) == 400 + len(key)
+    [(_, model)] = [p for p in await trainer.publish() if p[0] == "cluster"]
+    assert sum(c.count for c in model.clusters) == 400 + len(key)  # fitted on all of them
+    views = [FeatureView(state, state.now_day) for state in states]
+    # regular, dormant and collector accounts (without points here: like regular ones)
+    assert len({model.predict_one(view)[0] for view in views}) >= 2
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+async def test_a_chronological_replay_gives_k_clusters_inside_the_data(seed: int) -> None:
+    """What the model owner sees in a replay of history: young, empty accounts first,
+    each account's sample at most weekly as it matures. Every cluster of the published
+    model must hold accounts (by their features at the end), and every centroid must lie
+    within the range of those features."""
+    settings = Settings()
+    store = FakeModelStore()
+    trainer = ClusterTrainer(settings, store)  # type: ignore[arg-type]
+    specs = {family: c.spec for family, c in trainer.clusterings.items()}
+    rng = random.Random(seed)
+    start = TEST_NOW - timedelta(days=401)
+    states: dict[str, AccountState] = {}
+    pending: list[dict[str, Any]] = []
+    history = generate_events(make_accounts(150, rng), start, 400, rng)
+    for number, (_, raw) in enumerate(history, 1):
+        event = decode_input(json.dumps(raw))
+        state = states.setdefault(event.account_id, AccountState(event.account_id))
+        apply(state, event)
+        if state.sampled_day is None or state.now_day - state.sampled_day >= 7:
+            state.sampled_day = state.now_day  # as ``BatchProcessor._index`` samples
+            view = FeatureView(state, state.now_day)
+            pending += [
+                {
+                    "family": f,
+                    "account_id": event.account_id,
+                    "day": state.now_day,
+                    "features": raw_sample(view, spec),
+                }
+                for f, spec in specs.items()
+            ]
+        if len(pending) >= 500:  # one message per worker batch
+            await trainer.learn(pending)
+            pending = []
+        if number % 4000 == 0:  # the publish timer
+            await trainer.publish()
+    await trainer.learn(pending)
+    await trainer.publish()
+    end = max(state.now_day for state in states.values())
+    views = [FeatureView(state, end) for state in states.values()]
+    for family, spec in specs.items():
+        model = store.models[family]
+        members = Counter(model.predict_one(view)[0] for view in views)
+        assert {cid: members[cid] for cid in model.ids if not members[cid]} == {}, family
+        columns = [[d.value(view.get(d.name)) for view in views] for d in spec.dimensions]
+        for cid, centroid in model.prepared_centroids().items():
+            for d, x, column in zip(spec.dimensions, centroid, columns, strict=True):
+                low, high = min(column), max(column)
+                assert low - 1e-9 <= x <= high + 1e-9, f"{family} {cid} {d.name}={x}"
 
 
 def test_describe_names_the_groups_in_plain_words() -> None:

@@ -51,7 +51,14 @@ from worker.features import (
     apply,
 )
 from worker.generator import generate_events, make_accounts
-from worker.impact import Impact, cluster_plan, family_inputs, fingerprint, spec_inputs
+from worker.impact import (
+    Impact,
+    cluster_plan,
+    family_fingerprints,
+    family_inputs,
+    fingerprint,
+    spec_inputs,
+)
 from worker.processing import evaluate, process_event, raw_sample
 from worker.rules import load_definitions
 from worker.schedule import Schedule, stable_until
@@ -181,6 +188,25 @@ def test_other_definitions_invalidate_the_mark():
     state = AccountState("A")
     Impact(one).mark(state, None)
     assert not Impact(other).is_marked(state)
+
+
+def test_redefined_names_the_families_a_new_version_changed_added_or_removed():
+    one = load_definitions(HYSTERESIS, VOCABULARY)
+    changed = HYSTERESIS.replace("orders_90d >= 2", "orders_90d >= 3")  # activity
+    changed = changed.replace(
+        "  firmographic:",
+        "  size:\n    exclusive: false\n    segments:\n"
+        "      - {id: many, when: employees >= 100}\n  firmographic:",
+    )
+    changed = changed.replace("      - {id: decider, when: decider_engaged_30d}\n", "")
+    other = Impact(load_definitions(changed, VOCABULARY))
+    state = AccountState("A")
+    assert other.redefined(state, {}) is None  # never evaluated: not known
+    Impact(one).mark(state, None)
+    assert other.redefined(state, {}) is None  # its definitions were not recorded
+    previous = {fingerprint(one): family_fingerprints(one)}
+    assert other.redefined(state, previous) == {"activity", "size", "engagement"}
+    assert Impact(one).redefined(state, previous) == frozenset()
 
 
 def test_family_inputs_follow_features_and_functions():
