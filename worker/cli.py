@@ -22,8 +22,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from worker.security import kafka_client_options, redacted_url
-from worker.settings import Settings
+from worker.adapters.kafka_options import kafka_client_options
+from worker.config.security import redacted_url
+from worker.config.settings import Settings
 
 log = logging.getLogger("segworker")
 
@@ -99,6 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("--request-id", default=None, help="the erasure request, for the audit")
     erase.set_defaults(handler=cmd_erase)
 
+    triggers = commands.add_parser("triggers", help="campaign triggers: check, explain")
+    triggers_commands = triggers.add_subparsers(required=True, metavar="ACTION")
+    check = triggers_commands.add_parser("validate", help="check a triggers file")
+    check.add_argument("path", nargs="?", type=Path, help="default: SEGWORKER_TRIGGERS_PATH")
+    check.set_defaults(handler=cmd_triggers_validate)
+    why = triggers_commands.add_parser("explain", help="an account's recent trigger decisions")
+    why.add_argument("account_id")
+    why.set_defaults(handler=cmd_triggers_explain)
+
     report = commands.add_parser("report", help="write the segment report (HTML)")
     report.add_argument("--output", type=Path, default=Path("segment-report.html"))
     report.set_defaults(handler=cmd_report)
@@ -108,9 +118,9 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_report(args: argparse.Namespace) -> int:
     import asyncio
 
-    from worker.features import VOCABULARY
-    from worker.operations import report
-    from worker.rules import load_definitions
+    from worker.core.definitions import load_definitions
+    from worker.core.features import VOCABULARY
+    from worker.ops.segment_report import report
 
     settings = _require(Settings(), "redis_url")
     definitions = load_definitions(settings.definitions_path, VOCABULARY)
@@ -123,8 +133,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     import uuid
     from datetime import UTC, datetime
 
-    from worker.events import AccountErased
-    from worker.generator import produce
+    from worker.adapters.kafka_clients import produce
+    from worker.core.events import AccountErased
 
     settings = _require(Settings(), "kafka_bootstrap_servers")
     event = AccountErased(
@@ -157,9 +167,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from worker.features import VOCABULARY
-    from worker.operations import explain
-    from worker.rules import load_definitions
+    from worker.core.definitions import load_definitions
+    from worker.core.features import VOCABULARY
+    from worker.ops.explain import explain
 
     settings = _require(Settings(), "redis_url")
     definitions = load_definitions(settings.definitions_path, VOCABULARY)
@@ -169,11 +179,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
         console.print(f"no state stored for account {args.account_id!r}")
         return 1
     table = Table(title=f"{found.account_id} as of {found.as_of:%Y-%m-%d %H:%M} (stream time)")
-    for column in ("family", "segment", "since", "reason"):
+    for column in ("family", "segment", "since", "how", "reason"):
         table.add_column(column)
-    for family, segment, since, reason in sorted(found.memberships):
-        table.add_row(family, segment, f"{since:%Y-%m-%d}", reason)
+    for family, segment, since, how, reason in sorted(found.memberships):
+        table.add_row(family, segment, f"{since:%Y-%m-%d}", how, reason)
     console.print(table)
+    for family, segment, since, due in found.pending:
+        when = f", enters {due:%Y-%m-%d %H:%M}" if due is not None else ""
+        console.print(
+            f"pending: {family}/{segment} qualifies since {since:%Y-%m-%d %H:%M}{when} "
+            "if it still does then (enter_after)"
+        )
     shown = {k: v for k, v in found.features.items() if v not in (None, 0, 0.0, False)}
     console.print(", ".join(f"{name}={value}" for name, value in shown.items()))
     return 0
@@ -184,9 +200,10 @@ def cmd_recompute(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from worker.features import VOCABULARY
-    from worker.operations import recompute_in_processes
-    from worker.rules import load_definitions
+    from worker.core.definitions import load_definitions
+    from worker.core.features import VOCABULARY
+    from worker.ops.recompute import recompute_in_processes
+    from worker.runtime.process import freeze_loaded_objects
 
     settings = Settings()
     _require(settings, "redis_url", *(() if args.dry_run else ("kafka_bootstrap_servers",)))
@@ -224,7 +241,7 @@ def cmd_recompute(args: argparse.Namespace) -> int:
 def cmd_import_orders(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from worker.importer import ImportFileError, format_report, import_orders
+    from worker.ops.importer import ImportFileError, format_report, import_orders
 
     console = Console(stderr=True)
     settings = Settings()
@@ -252,8 +269,8 @@ def cmd_import_orders(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_definitions(args: argparse.Namespace) -> int:
-    from worker.features import FEATURES, VOCABULARY
-    from worker.rules import DefinitionsError, load_definitions
+    from worker.core.definitions import DefinitionsError, load_definitions
+    from worker.core.features import FEATURES, VOCABULARY
 
     path = args.path or Settings().definitions_path
     if args.features:
@@ -276,8 +293,72 @@ def cmd_validate_definitions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triggers_validate(args: argparse.Namespace) -> int:
+    from worker.config.triggers import load_configured_triggers
+    from worker.core.definitions import DefinitionsError, load_definitions
+    from worker.core.features import VOCABULARY
+    from worker.core.triggers.config import TriggersError
+
+    settings = Settings()
+    path = args.path or settings.triggers_path
+    try:
+        definitions = load_definitions(settings.definitions_path, VOCABULARY)
+        config = load_configured_triggers(settings, definitions, path)
+    except (DefinitionsError, TriggersError) as error:
+        print(f"{path}: {len(error.errors)} problem(s)", file=sys.stderr)
+        for problem in error.errors:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    limits = config.limits
+    print(
+        f"{path}: version {config.version}, {len(config.triggers)} triggers, "
+        f"holdout {limits.holdout:.0%}, "
+        f"{'no cap' if limits.per_account is None else f'cap {limits.per_account.max}'}, "
+        f"{'no quiet hours' if limits.quiet_hours is None else 'quiet hours'}: OK"
+    )
+    return 0
+
+
+def cmd_triggers_explain(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from worker.adapters.factory import trigger_store
+    from worker.runtime.triggers import decision_rows
+
+    settings = _require(Settings(), "redis_url")
+
+    async def load() -> list[dict[str, str]]:
+        store = trigger_store(settings)
+        try:
+            return decision_rows(await store.load(args.account_id))
+        finally:
+            await store.close()
+
+    rows = asyncio.run(load())
+    console = Console()
+    if not rows:
+        console.print(f"no trigger decisions recorded for account {args.account_id!r}")
+        return 0
+    table = Table(title=f"trigger decisions of {args.account_id}, newest first")
+    for column in ("decided (UTC)", "trigger", "outcome", "why", "deliver at"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["decided_at"][:19],
+            row["trigger"],
+            row["outcome"],
+            row["reason"] or "fired",
+            row["deliver_at"][:19] if row["deliver_at"] != row["decided_at"] else "",
+        )
+    console.print(table)
+    return 0
+
+
 def cmd_schemas_export(args: argparse.Namespace) -> int:
-    from worker.schemas import export_schemas
+    from worker.ops.schemas import export_schemas
 
     for path in export_schemas(args.directory):
         print(path)
@@ -290,7 +371,7 @@ def connected_settings(settings: Settings, *, redis: bool = True) -> Iterator[Se
     if settings.kafka_bootstrap_servers and (settings.redis_url or not redis):
         yield settings
         return
-    from worker.embedded import start_kafka, start_redis
+    from worker.devtools.embedded import start_kafka, start_redis
 
     with contextlib.ExitStack() as stack:
         kafka_servers, redis_url = settings.kafka_bootstrap_servers, settings.redis_url
@@ -310,53 +391,32 @@ def connected_settings(settings: Settings, *, redis: bool = True) -> Iterator[Se
 
 
 def ensure_topics(settings: Settings) -> None:
-    from worker.embedded import create_topics
+    from worker.adapters.kafka_topics import create_topics
 
     assert settings.kafka_bootstrap_servers
     create_topics(settings.kafka_bootstrap_servers, settings.topic_partitions())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker.app import create_app
+    from worker.runtime.app import create_app
+    from worker.runtime.process import run_worker
+    from worker.runtime.views import check_binding
 
-    with connected_settings(Settings()) as settings:
+    settings = Settings()
+    try:
+        check_binding(settings)
+    except ValueError as error:
+        print(f"segworker run: {error}", file=sys.stderr)
+        return 2
+    with connected_settings(settings) as settings:
         if settings.create_topics:
             ensure_topics(settings)
         run_worker(create_app(settings), settings)
     return 0
 
 
-def run_worker(app: object, settings: Settings) -> None:
-    import faust
-
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)  # type: ignore[arg-type]
-    freeze_loaded_objects()
-    worker.execute_from_commandline()
-
-
-def freeze_loaded_objects() -> None:
-    """Exempt what is loaded so far (faust, river, scipy, ...: it lives as long as the
-    process) from garbage collection, so that the collector stops re-scanning it for the
-    short-lived objects of every batch (measured: decoding states took half the time),
-    and collect the young generation less often (``YOUNG_COLLECTION_THRESHOLD``)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
-
-
-#: Allocations between two collections of the young generation (CPython's default: 700).
-#: Every decoded state allocates a few hundred lists and dicts, so by default a collection
-#: ran every second state; the collector's share of decoding a state was measured at about
-#: a quarter (``bench/latency.py``, 2026-11-29). At most this many extra objects (a few MB)
-#: wait for the next collection.
-YOUNG_COLLECTION_THRESHOLD = 50_000
-
-
 def cmd_produce_sample(args: argparse.Namespace) -> int:
-    from worker.demo import produce_sample
+    from worker.devtools.demo import produce_sample
 
     settings = Settings()
     with connected_settings(settings, redis=False) as connected:
@@ -367,7 +427,7 @@ def cmd_produce_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from worker.devtools.demo import run_demo
 
     with connected_settings(Settings()) as settings:
         ensure_topics(settings)

@@ -1,6 +1,6 @@
 """Fixtures for integration tests: a real Kafka-protocol broker (Tansu) and a real Redis.
 
-Both servers are spawned once per test session by :mod:`worker.embedded` on free loopback
+Both servers are spawned once per test session by :mod:`worker.devtools.embedded` on free loopback
 ports and stopped at the end. Every test collected under this directory is marked
 ``integration``. Nothing here skips: a missing binary fails the tests with the reason.
 """
@@ -16,12 +16,14 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from worker import embedded
-from worker.embedded import EmbeddedError, EmbeddedKafka, EmbeddedRedis
+from worker.adapters.kafka_clients import import_kafka_python
+from worker.adapters.kafka_topics import create_topics
+from worker.devtools import embedded
+from worker.devtools.embedded import EmbeddedError, EmbeddedKafka, EmbeddedRedis
 
 # kafka-python 3.x warns (DeprecationWarning) while importing on Python 3.11/3.12; with
 # ``filterwarnings = error`` that would break any test importing it, so import it quietly once.
-embedded.import_kafka_python()
+import_kafka_python()
 
 _HERE = Path(__file__).resolve().parent
 
@@ -88,7 +90,7 @@ def topic_factory(kafka: EmbeddedKafka, request: pytest.FixtureRequest) -> Topic
 
     def make(partitions: int = 1, prefix: str | None = None) -> str:
         name = f"{prefix or base}-{uuid.uuid4().hex[:8]}"
-        embedded.create_topics(kafka.bootstrap_servers, {name: partitions})
+        create_topics(kafka.bootstrap_servers, {name: partitions})
         return name
 
     return make

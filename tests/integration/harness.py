@@ -18,8 +18,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from worker.embedded import create_topics
-from worker.settings import Settings
+from worker.adapters.kafka_topics import create_topics
+from worker.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,6 +55,8 @@ class Deployment:
             "SEGWORKER_TOPIC_DEAD_LETTERS": f"{n}-dead-letters",
             "SEGWORKER_TOPIC_CLUSTER_SAMPLES": f"{n}-cluster-samples",
             "SEGWORKER_TOPIC_SEGMENT_DRIFT": f"{n}-segment-drift",
+            "SEGWORKER_TOPIC_CAMPAIGN_TRIGGERS": f"{n}-campaign-triggers",
+            "SEGWORKER_TOPIC_TRIGGER_DEAD_LETTERS": f"{n}-campaign-trigger-dead-letters",
             "SEGWORKER_PARTITIONS": str(self.partitions),
             "SEGWORKER_REDIS_KEY_PREFIX": n,
             "SEGWORKER_DEFINITIONS_PATH": str(self.definitions_path),

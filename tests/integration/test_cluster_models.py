@@ -23,11 +23,13 @@ import redis
 
 from tests.clock import TEST_NOW
 from tests.integration.harness import ROOT, Deployment, WorkerProcess, order_event, send
-from worker.clustering import ClusterSnapshot, assign
-from worker.features import FeatureView, Globals
-from worker.generator import generate_events, make_accounts, produce
-from worker.settings import DEFAULT_DEFINITIONS, Settings
-from worker.store import StateStore, decode_state
+from worker.adapters.kafka_clients import produce
+from worker.adapters.redis_store import RedisStateStore
+from worker.adapters.state_codec import decode_state
+from worker.config.settings import DEFAULT_DEFINITIONS, Settings
+from worker.core.clustering import ClusterSnapshot, assign
+from worker.core.features import FeatureView, Globals
+from worker.devtools.generator import generate_events, make_accounts
 
 FAMILIES = ("cluster", "needs_cluster")
 SNAPSHOT_SECONDS = Settings().cluster_snapshot_seconds
@@ -53,7 +55,7 @@ class Live:
         self.deployment = deployment
         self.worker = worker
         self.redis = redis.Redis.from_url(deployment.redis_url)
-        self.keys = StateStore(None, deployment.name)  # type: ignore[arg-type]  # key names
+        self.keys = RedisStateStore(None, deployment.name)  # type: ignore[arg-type]  # key names
 
     def get(self, path: str) -> Any:
         url = f"http://127.0.0.1:{self.worker.web_port}{path}"

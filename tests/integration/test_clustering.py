@@ -13,11 +13,12 @@ import redis
 
 from tests.clock import TEST_NOW
 from tests.integration.harness import Deployment, WorkerProcess
-from worker.clustering import ClusterSnapshot, assign
-from worker.features import FeatureView, Globals
-from worker.generator import generate_events, make_accounts, produce
-from worker.settings import DEFAULT_DEFINITIONS
-from worker.store import decode_state
+from worker.adapters.kafka_clients import produce
+from worker.adapters.state_codec import decode_state
+from worker.config.settings import DEFAULT_DEFINITIONS
+from worker.core.clustering import ClusterSnapshot, assign
+from worker.core.features import FeatureView, Globals
+from worker.devtools.generator import generate_events, make_accounts
 
 FAST_LEARNING = {
     "SEGWORKER_CLUSTER_WARMUP": "100",

@@ -8,7 +8,7 @@ import pytest
 
 from tests.clock import TEST_NOW
 from tests.integration.harness import Deployment, TopicReader, WorkerProcess, order_event, send
-from worker.settings import DEFAULT_DEFINITIONS
+from worker.config.settings import DEFAULT_DEFINITIONS
 
 T0 = TEST_NOW.replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=10)
 
@@ -104,4 +104,9 @@ def test_one_account_through_every_shipped_family(deployment, tmp_path):
     assert into_a["reason"].startswith("revenue_365d >= value_a_min (revenue_365d=3000, ")
     assert 0 < into_a["features"]["value_a_min"] <= 3000
     tools = next(c for c in changes if c["segment_id"] == "tools_buyers")
-    assert tools["reason"] == 'share("tools") >= 0.4 (share("tools")=1)'
+    # The shipped needs segments debounce entries (enter_after: 2d): the entry says since when.
+    since = (T0 + timedelta(days=1)).isoformat()
+    assert tools["reason"] == (
+        f'share("tools") >= 0.4 (share("tools")=1); qualified continuously since {since} '
+        "(enter_after)"
+    )

@@ -19,7 +19,7 @@ from tests.integration.harness import (
     order_event,
     send,
 )
-from worker.value import offline_abc
+from worker.core.value import offline_abc
 
 HERE = Path(__file__).parent
 T0 = TEST_NOW.replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(days=80)

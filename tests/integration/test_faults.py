@@ -44,13 +44,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.harness import Deployment, WorkerProcess
-from worker.embedded import EmbeddedKafka, EmbeddedRedis, start_kafka, start_redis
-from worker.events import decode_input
-from worker.features import FEATURES, VOCABULARY, AccountState, FeatureView, day_of
-from worker.generator import TopicEvent, encode, generate_events, make_accounts
-from worker.processing import evaluate, process_event
-from worker.rules import Definitions, load_definitions
-from worker.store import decode_state
+from worker.adapters.kafka_clients import encode
+from worker.adapters.state_codec import decode_state
+from worker.core.definitions import Definitions, load_definitions
+from worker.core.events import decode_input
+from worker.core.features import FEATURES, VOCABULARY, AccountState, FeatureView, day_of
+from worker.core.processing import evaluate, process_event
+from worker.devtools.embedded import EmbeddedKafka, EmbeddedRedis, start_kafka, start_redis
+from worker.devtools.generator import TopicEvent, generate_events, make_accounts
 
 DEFINITIONS_PATH = Path(__file__).with_name("faults.yaml")
 #: A fixed start: the same seed gives byte-identical streams on every run.

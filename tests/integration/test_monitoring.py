@@ -17,11 +17,12 @@ import redis.asyncio as aioredis
 
 from tests.clock import TEST_NOW
 from tests.integration.harness import ROOT, Deployment, TopicReader, WorkerProcess
-from worker.clustering import describe
-from worker.events import SegmentDrift
-from worker.generator import generate_events, make_accounts, produce
-from worker.settings import DEFAULT_DEFINITIONS
-from worker.store import StateStore
+from worker.adapters.kafka_clients import produce
+from worker.adapters.redis_store import RedisStateStore as StateStore
+from worker.config.settings import DEFAULT_DEFINITIONS
+from worker.core.clustering import describe
+from worker.core.events import SegmentDrift
+from worker.devtools.generator import generate_events, make_accounts
 
 FAST = {
     "SEGWORKER_CLUSTER_WARMUP": "100",

@@ -26,7 +26,7 @@ from tests.integration.harness import (
     produce,
     send,
 )
-from worker.store import decode_state_data
+from worker.adapters.state_codec import decode_state_data
 
 DEFINITIONS = Path(__file__).with_name("definitions.yaml")
 T0 = TEST_NOW.replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.cli import YOUNG_COLLECTION_THRESHOLD, freeze_loaded_objects, main
+from worker.cli import main
+from worker.runtime.process import YOUNG_COLLECTION_THRESHOLD, freeze_loaded_objects
 
 
 def test_the_worker_freezes_what_is_loaded_and_collects_the_young_generation_less_often():
@@ -35,3 +36,19 @@ def test_import_orders_follows_the_event_time_floor_and_names_its_setting(
     assert "1 valid" in out and "date_too_old  2" in out
     assert "Rows dated before 2000-01-01 are refused" in out
     assert "set SEGWORKER_EARLIEST_EVENT_TIME to an earlier date" in out
+
+
+def test_triggers_validate_checks_the_shipped_file_and_names_problems(tmp_path, capsys) -> None:
+    assert main(["triggers", "validate"]) == 0
+    assert "5 triggers" in capsys.readouterr().out
+    bad = tmp_path / "triggers.yaml"
+    bad.write_text(
+        "triggers:\n"
+        "  - {id: x, on: {family: value, segment: b9}, campaign: y, cooldown: 3d}\n"
+        "  - {id: z, on: {family: value}, campaign: y, when: revenu_365d > 1}\n"
+    )
+    assert main(["triggers", "validate", str(bad)]) == 1
+    assert "unknown feature 'revenu_365d'" in capsys.readouterr().err
+    bad.write_text("triggers:\n  - {id: x, on: {family: value, segment: b9}, campaign: y}\n")
+    assert main(["triggers", "validate", str(bad)]) == 1
+    assert "x: on: value has no segment 'b9'" in capsys.readouterr().err

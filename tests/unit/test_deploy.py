@@ -20,10 +20,10 @@ import yaml
 from prometheus_client.metrics_core import Metric
 from pydantic import AliasChoices
 
-from worker.features import VOCABULARY
-from worker.metrics import Metrics
-from worker.rules import load_definitions
-from worker.settings import DEFAULT_DEFINITIONS, Settings
+from worker.config.settings import DEFAULT_DEFINITIONS, Settings
+from worker.core.definitions import load_definitions
+from worker.core.features import VOCABULARY
+from worker.runtime.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -40,8 +40,11 @@ SECRET_EXAMPLE = "secret.example.yaml"
 #: Settings the manifests leave unset on purpose.
 NOT_IN_MANIFESTS = {
     "kafka_ssl_cafile": "only with a private CA, whose certificate must be mounted too",
+    "web_allow_unauthenticated": "only behind a proxy that authenticates; the manifests "
+    "set a token instead",
+    "triggers_path": "the shipped triggers.yaml unless an operator mounts one of their own",
 }
-#: Metrics the alerts and the dashboard use that worker/metrics.py does not expose yet.
+#: Metrics the alerts and the dashboard use that worker/runtime/metrics.py does not expose yet.
 PENDING_METRICS: set[str] = set()
 
 EXPECTED_SERVICES = {"kafka", "redis", "worker", "generator", "prometheus", "grafana"}
@@ -114,7 +117,7 @@ def assert_real_settings(names: set[str], where: str) -> None:
     known = setting_env_names()
     unknown = sorted(name for name in names if name not in known)
     assert not unknown, (
-        f"{where} sets variables that are no setting of worker/settings.py: {unknown}"
+        f"{where} sets variables that are no setting of worker/config/settings.py: {unknown}"
     )
 
 
@@ -567,7 +570,7 @@ def test_definitions_config_map_validates() -> None:
 
 def test_definitions_config_map_is_the_shipped_default() -> None:
     assert definitions_text() == DEFAULT_DEFINITIONS.read_text(encoding="utf-8"), (
-        "deploy/kubernetes/definitions-configmap.yaml differs from worker/definitions/"
+        "deploy/kubernetes/definitions-configmap.yaml differs from worker/config/definitions/"
         "default.yaml: copy it over (indented by four spaces)"
     )
 
@@ -663,7 +666,7 @@ def check_metrics(expr: str, where: str) -> set[str]:
     for name in names:
         assert name.startswith("segworker_") or name == "up", f"{where}: foreign metric {name}"
         assert name == "up" or name in exposed_metrics() | PENDING_METRICS, (
-            f"{where}: {name} is not exposed by worker/metrics.py"
+            f"{where}: {name} is not exposed by worker/runtime/metrics.py"
         )
     return names
 
@@ -811,3 +814,25 @@ def test_dashboard_queries_use_worker_metrics() -> None:
         "segworker_drift_alarms_total",
     }
     assert expected <= used, f"no panel shows {sorted(expected - used)}"
+
+
+def test_the_worker_reads_its_web_token_from_the_secret() -> None:
+    env = {item["name"]: item for item in worker_container()["env"]}
+    token = env["SEGWORKER_WEB_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token["name"] == "segworker-secrets" and not token.get("optional")
+    example = k8s_object("Secret", "segworker-secrets")["stringData"]
+    assert "SEGWORKER_WEB_TOKEN" in example
+
+
+def test_the_network_policy_admits_only_the_web_port_to_the_worker() -> None:
+    policy = k8s_object("NetworkPolicy", "segworker")
+    pod_labels = worker_pod()["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    (rule,) = policy["spec"]["ingress"]
+    ports = {port["port"] for port in rule["ports"]}
+    container_ports = {port["name"] for port in worker_container()["ports"]}
+    assert ports <= container_ports and rule["from"], "ingress must name who may connect"
+    egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert {53, 9092, 6379, 443} <= egress_ports

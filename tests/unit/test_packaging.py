@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
 from pathlib import Path
@@ -27,3 +28,36 @@ def test_the_build_requires_a_setuptools_that_reads_spdx_licenses() -> None:
     floor = re.fullmatch(r"setuptools\s*>=\s*(\d+)(?:\.(\d+))?.*", setuptools)
     assert floor, f"{setuptools!r} has no lower bound"
     assert (int(floor[1]), int(floor[2] or 0)) >= SPDX_LICENSE_SETUPTOOLS
+
+
+WORKER = PYPROJECT.parent / "worker"
+#: Files the package reads at run time beside its modules.
+DATA_FILES = (
+    "worker/config/definitions/default.yaml",
+    "worker/config/triggers/default.yaml",
+    "worker/adapters/state.zdict",
+)
+
+
+def test_every_subpackage_is_packaged() -> None:
+    find = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {
+        ".".join(path.parent.relative_to(PYPROJECT.parent).parts)
+        for path in WORKER.rglob("__init__.py")
+    }
+    assert len(packages) > 8
+    for package in packages:
+        assert any(fnmatch.fnmatchcase(package, pattern) for pattern in find), package
+
+
+def test_the_data_files_are_package_data() -> None:
+    data = _pyproject()["tool"]["setuptools"]["package-data"]
+    packaged = {
+        path.relative_to(PYPROJECT.parent).as_posix()
+        for package, patterns in data.items()
+        for pattern in patterns
+        for path in PYPROJECT.parent.joinpath(*package.split(".")).glob(pattern)
+    }
+    for name in DATA_FILES:
+        assert (PYPROJECT.parent / name).is_file(), name
+        assert name in packaged, f"{name} is not in [tool.setuptools.package-data]"

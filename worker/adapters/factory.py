@@ -1,0 +1,76 @@
+"""The one place that builds the adapters from the settings.
+
+The runtime and the operator commands ask here for a state store and a change
+sender and talk to them through ``worker.ports``; which Redis (or which other
+store) and which Kafka client stand behind them is decided only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker.adapters.kafka_senders import ProducerSender
+from worker.adapters.redis_store import RedisStateStore
+from worker.adapters.redis_triggers import RedisTriggerStore
+from worker.adapters.webhook import WebhookClient
+from worker.config.clusterings import clusterings
+from worker.config.settings import Settings
+from worker.ports import StateStore, TriggerStore, WebhookPoster
+
+#: Errors after which an operation is retried (with back-off) rather than failing the
+#: worker: a store or a broker that is briefly unreachable.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def state_store(settings: Settings) -> StateStore:
+    """The state store of ``settings.redis_url`` (which must be set)."""
+    if not settings.redis_url:
+        raise ValueError("a state store needs redis_url")
+    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    return RedisStateStore(
+        redis,
+        settings.redis_key_prefix,
+        [c.family for c in clusterings(settings)],
+        settings.cluster_margin,
+    )
+
+
+def trigger_store(settings: Settings) -> TriggerStore:
+    """The campaign trigger router's store, in the same Redis as the state."""
+    if not settings.redis_url:
+        raise ValueError("a trigger store needs redis_url")
+    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    return RedisTriggerStore(redis, settings.redis_key_prefix)
+
+
+def webhook_client() -> WebhookPoster:
+    """The HTTP client of the webhook destinations."""
+    return WebhookClient()
+
+
+@contextlib.asynccontextmanager
+async def open_state_store(settings: Settings) -> AsyncIterator[StateStore]:
+    """A state store for one command, closed afterwards."""
+    store = state_store(settings)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def change_sender(settings: Settings) -> AsyncIterator[ProducerSender]:
+    """A producer for one command: sends changes (and training samples), acks from all."""
+    async with ProducerSender(settings) as sender:
+        yield sender

@@ -1,0 +1,1 @@
+"""Campaign triggers: the checked triggers file and the decision per segment change."""
