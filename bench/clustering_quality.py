@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker.clustering import (  # noqa: E402
+from worker.core.clustering import (  # noqa: E402
     BEHAVIOUR,
     NEEDS,
     Cluster,

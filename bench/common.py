@@ -16,15 +16,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from worker.adapters.kafka_clients import import_kafka_python  # noqa: E402
+from worker.adapters.kafka_topics import create_topics  # noqa: E402
+from worker.adapters.redis_store import RedisStateStore  # noqa: E402
+from worker.adapters.state_codec import encode_state_data  # noqa: E402
 from worker.cli import connected_settings  # noqa: E402
-from worker.clustering import ClusterSnapshot  # noqa: E402
-from worker.embedded import create_topics, free_port, import_kafka_python  # noqa: E402
-from worker.features import AccountState, FeatureView  # noqa: E402
-from worker.impact import Impact  # noqa: E402
-from worker.rules import Definitions  # noqa: E402
-from worker.schedule import Schedule  # noqa: E402
-from worker.settings import Settings  # noqa: E402
-from worker.store import StateStore, encode_state_data  # noqa: E402
+from worker.config.settings import Settings  # noqa: E402
+from worker.core.clustering import ClusterSnapshot  # noqa: E402
+from worker.core.definitions import Definitions  # noqa: E402
+from worker.core.features import AccountState, FeatureView  # noqa: E402
+from worker.core.impact import Impact  # noqa: E402
+from worker.core.schedule import Schedule  # noqa: E402
+from worker.devtools.embedded import free_port  # noqa: E402
 
 TOPIC_SETTINGS = (
     "orders",
@@ -35,6 +38,8 @@ TOPIC_SETTINGS = (
     "dead_letters",
     "cluster_samples",
     "segment_drift",
+    "campaign_triggers",
+    "trigger_dead_letters",
 )
 
 
@@ -296,7 +301,7 @@ def prepare(state: AccountState, schedule: Schedule) -> PreparedState:
     a changed account (``BatchProcessor._index``)."""
     revenue = FeatureView(state, state.now_day)["revenue_365d"]
     due = schedule.next_due(state)
-    Impact(schedule.definitions).mark(state, due)  # fully evaluated, as _index records it
+    Impact(schedule.families).mark(state, due)  # fully evaluated, as _index records it
     return PreparedState(state.account_id, state.to_dict(), due, revenue)
 
 
@@ -305,12 +310,12 @@ def write_states(
 ) -> int:
     """Write states like the worker's batch transaction does: the state key, the member
     sets of its memberships, the due and revenue sorted sets and the stream clock.
-    Key names come from ``StateStore``. Returns how many states were written."""
+    Key names come from ``RedisStateStore``. Returns how many states were written."""
 
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    keys = StateStore(None, prefix)  # type: ignore[arg-type]  # only its key names are used
+    keys = RedisStateStore(None, prefix)  # type: ignore[arg-type]  # only its key names are used
     written = 0
     clock = 0.0
     pipe = client.pipeline(transaction=False)
@@ -372,14 +377,16 @@ def fold_history(
     import zlib
     from datetime import UTC, timedelta
 
-    from worker import value
-    from worker.clustering import ClusterLearner
-    from worker.events import decode_input
-    from worker.features import VOCABULARY, Globals
-    from worker.generator import encode, generate_events, make_accounts
-    from worker.learning import clusterings
-    from worker.processing import evaluate, process_event, raw_sample
-    from worker.rules import load_definitions
+    from worker.adapters.kafka_clients import encode
+    from worker.core import value
+    from worker.core.clustering import ClusterLearner
+    from worker.core.definitions import load_definitions
+    from worker.core.events import decode_input
+    from worker.core.families import raw_sample
+    from worker.core.features import VOCABULARY, Globals
+    from worker.core.processing import evaluate, process_event
+    from worker.devtools.generator import generate_events, make_accounts
+    from worker.runtime.learning import clusterings
 
     started = time.perf_counter()
     settings = Settings()
@@ -467,11 +474,11 @@ def write_globals(redis_url: str, prefix: str, history: History) -> None:
 
     import redis
 
-    from worker.learning import clusterings
+    from worker.runtime.learning import clusterings
 
     client = redis.Redis.from_url(redis_url)
     families = [c.family for c in clusterings(Settings())]
-    keys = StateStore(None, prefix, families)  # type: ignore[arg-type]
+    keys = RedisStateStore(None, prefix, families)  # type: ignore[arg-type]
     try:
         client.set(keys.thresholds_key, json.dumps(history.thresholds))
         impact = Impact(history.definitions)
@@ -489,7 +496,7 @@ def redis_only() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from worker.embedded import start_redis
+    from worker.devtools.embedded import start_redis
 
     server = start_redis()
     try:

@@ -4,7 +4,7 @@ Writes a synthetic export (default 20,000 accounts x 730 days), starts a worker 
 isolated deployment, runs ``segworker import-orders`` on the file, waits until the
 worker has consumed everything, the time sweep has caught up with stream time and
 the ABC cut-offs have settled, then compares every account's value tier held in
-Redis with ``worker.value.offline_abc`` over trailing-365-day revenue net of returns
+Redis with ``worker.core.value.offline_abc`` over trailing-365-day revenue net of returns
 computed straight from the file. Prints the import rate, the worker's rate and the
 number of mismatches (which must be 0).
 
@@ -27,9 +27,9 @@ from make_order_history import history_rows, write_history
 from rich.console import Console
 from rich.table import Table
 
-from worker.features import HORIZON_DAYS, day_of
-from worker.importer import plan_import
-from worker.value import compute_thresholds, offline_abc
+from worker.core.features import HORIZON_DAYS, day_of
+from worker.core.value import compute_thresholds, offline_abc
+from worker.ops.importer import plan_import
 
 console = Console()
 TIER_OF_SEGMENT = {"a": "A", "b1": "B", "b2": "B", "c1": "C", "c2": "C"}

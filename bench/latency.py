@@ -81,14 +81,15 @@ from common import (
 from rich.console import Console
 from rich.table import Table
 
-from worker.embedded import create_topics
-from worker.events import AccountProfile
-from worker.features import VOCABULARY, AccountState
-from worker.generator import COUNTRIES, INDUSTRIES, catalogue, generate_events, make_accounts
-from worker.processing import process_event
-from worker.rules import load_definitions
-from worker.schedule import Schedule
-from worker.settings import Settings
+from worker.adapters.kafka_topics import create_topics
+from worker.config.settings import Settings
+from worker.core.definitions import load_definitions
+from worker.core.events import AccountProfile
+from worker.core.features import VOCABULARY, AccountState
+from worker.core.processing import process_event
+from worker.core.schedule import Schedule
+from worker.devtools.generator import catalogue, generate_events, make_accounts
+from worker.devtools.generator.catalogue import COUNTRIES, INDUSTRIES
 
 console = Console(width=120)
 TARGET_P99_MS = 250.0

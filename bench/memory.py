@@ -1,11 +1,11 @@
 """Redis memory per account with a year of history, against the raw JSON state size.
 
-Generates a year of synthetic history for a sample of accounts (``worker.generator``) and
+Generates a year of synthetic history for a sample of accounts (``worker.devtools.generator``) and
 folds every event into its account's state with the pure core (``process_event`` and the
 default definitions), then settles the states with ABC cut-offs and trained cluster
 models, as a worker in steady state holds them. The sample is replicated under new account
 ids up to ``--accounts`` and written with the worker's key layout (state key, member sets,
-due and revenue sorted sets; key names from ``StateStore``). Prints Redis ``used_memory``
+due and revenue sorted sets; key names from ``RedisStateStore``). Prints Redis ``used_memory``
 before and after, ``MEMORY USAGE`` per key type, bytes per account against the 2 KB
 target, and the size of the JSON state (the baseline: what the bytes are made of).
 
@@ -40,10 +40,10 @@ from common import (
 from rich.console import Console
 from rich.table import Table
 
-from worker.features import VOCABULARY
-from worker.rules import load_definitions
-from worker.settings import Settings
-from worker.store import StateStore
+from worker.adapters.redis_store import RedisStateStore
+from worker.config.settings import Settings
+from worker.core.definitions import load_definitions
+from worker.core.features import VOCABULARY
 
 console = Console(width=120)
 TARGET_BYTES = 2048
@@ -109,7 +109,7 @@ def main() -> int:
         after = client.info("memory")
         write_globals(url, PREFIX, history)
 
-        keys = StateStore(client, PREFIX, list(history.snapshots))  # type: ignore[arg-type]
+        keys = RedisStateStore(client, PREFIX, list(history.snapshots))  # type: ignore[arg-type]
         rng = random.Random(args.seed)
         picked = rng.sample(range(1, written + 1), min(args.key_samples, written))
         state_bytes = [memory_usage(client, keys.state_key(f"ACC-{n:06d}")) for n in picked]

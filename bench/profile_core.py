@@ -24,29 +24,25 @@ from datetime import UTC, datetime, timedelta
 from rich.console import Console
 from rich.table import Table
 
-from worker import value
-from worker.agents import BatchProcessor
-from worker.cli import freeze_loaded_objects
-from worker.clustering import ClusterLearner
-from worker.decoding import Record
-from worker.features import NO_GLOBALS, VOCABULARY, AccountState, FeatureView, Globals
-from worker.generator import generate_events, make_accounts
-from worker.metrics import Metrics
-from worker.processing import process_event, raw_sample
-from worker.rules import load_definitions
-from worker.settings import Settings
-from worker.store import decode_state, encode_state
+from worker.adapters.state_codec import decode_state, encode_state
+from worker.config.settings import Settings
+from worker.core import value
+from worker.core.clustering import ClusterLearner
+from worker.core.decoding import Record
+from worker.core.definitions import load_definitions
+from worker.core.families import raw_sample
+from worker.core.features import NO_GLOBALS, VOCABULARY, AccountState, FeatureView, Globals
+from worker.core.processing import process_event
+from worker.devtools.generator import generate_events, make_accounts
+from worker.runtime.metrics import Metrics
+from worker.runtime.process import freeze_loaded_objects
+from worker.runtime.processor import BatchProcessor
 
 
 def records(accounts: int, days: int, limit: int, settings: Settings) -> list[Record]:
     rng = random.Random(42)
     start = datetime.now(UTC) - timedelta(days=days + 1)
-    topics = {
-        "orders": settings.topic_orders,
-        "campaign-events": settings.topic_campaign_events,
-        "loyalty-points": settings.topic_loyalty_points,
-        "account-profiles": settings.topic_account_profiles,
-    }
+    topics = settings.input_topic_names()
     out: list[Record] = []
     offsets: dict[str, int] = defaultdict(int)
     for topic, event in generate_events(make_accounts(accounts, rng), start, days, rng):

@@ -42,12 +42,13 @@ from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from worker.cli import freeze_loaded_objects
-from worker.features import VOCABULARY
-from worker.operations import RecomputeReport, recompute, recompute_in_processes
-from worker.rules import Definitions, load_definitions
-from worker.settings import Settings
-from worker.store import StateStore, decode_state
+from worker.adapters.redis_store import RedisStateStore
+from worker.adapters.state_codec import decode_state
+from worker.config.settings import Settings
+from worker.core.definitions import Definitions, load_definitions
+from worker.core.features import VOCABULARY
+from worker.ops.recompute import RecomputeReport, recompute, recompute_in_processes
+from worker.runtime.process import freeze_loaded_objects
 
 console = Console(width=120)
 TARGET_ACCOUNTS = 100_000
@@ -81,7 +82,7 @@ def changed_definitions(source: Path, directory: Path, prefer: str) -> tuple[Pat
 async def scan_mget(settings: Settings, decode: bool) -> tuple[int, int]:
     """Every state by SCAN + MGET in batches of 1000 (as recompute reads them)."""
     client = aioredis.Redis.from_url(settings.redis_url)
-    store = StateStore(client, settings.redis_key_prefix)
+    store = RedisStateStore(client, settings.redis_key_prefix)
     accounts = size = 0
     try:
         async for chunk in store.account_ids(1000):

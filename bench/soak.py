@@ -1,6 +1,6 @@
 """Soak: a real ``segworker run`` under a steady event rate; does its memory stay flat?
 
-Produces synthetic B2B history (``worker.generator``, ``--accounts`` accounts, as many days
+Produces synthetic B2B history (``worker.devtools.generator``, ``--accounts`` accounts, as many days
 as the run needs) at a steady rate (default 300 events/s for 120 s) into an isolated
 deployment, and samples every 5 s the worker's resident memory (VmRSS), Redis
 ``used_memory`` and the worker's committed progress. Baseline in the same run: the
@@ -58,14 +58,15 @@ from common import (
 from rich.console import Console
 from rich.table import Table
 
-from worker.events import decode_input
-from worker.features import VOCABULARY, AccountState
-from worker.generator import TopicEvent, generate_events, make_accounts, produce
-from worker.processing import process_event
-from worker.rules import load_definitions
-from worker.schedule import Schedule
-from worker.settings import Settings
-from worker.store import StateStore
+from worker.adapters.kafka_clients import produce
+from worker.adapters.redis_store import RedisStateStore
+from worker.config.settings import Settings
+from worker.core.definitions import load_definitions
+from worker.core.events import decode_input
+from worker.core.features import VOCABULARY, AccountState
+from worker.core.processing import process_event
+from worker.core.schedule import Schedule
+from worker.devtools.generator import TopicEvent, generate_events, make_accounts
 
 console = Console(width=120)
 #: Events per account and simulated day the generator makes (about 100 a year).
@@ -204,12 +205,7 @@ class Producer(threading.Thread):
     def run(self) -> None:
         settings = self.settings
         assert settings.kafka_bootstrap_servers
-        topics = {
-            "orders": settings.topic_orders,
-            "campaign-events": settings.topic_campaign_events,
-            "loyalty-points": settings.topic_loyalty_points,
-            "account-profiles": settings.topic_account_profiles,
-        }
+        topics = settings.input_topic_names()
 
         def progress(count: int) -> None:
             self.count = count
@@ -253,7 +249,7 @@ def main() -> int:
     with deployment("soakbench") as settings:
         assert settings.redis_url
         client = redis.Redis.from_url(settings.redis_url)
-        keys = StateStore(client, settings.redis_key_prefix)  # type: ignore[arg-type]
+        keys = RedisStateStore(client, settings.redis_key_prefix)  # type: ignore[arg-type]
         trivial_group = "soakbench-trivial"
         traces = command = None
         if args.trace_allocations:

@@ -31,8 +31,9 @@ from common import ROOT, GroupProgress, deployment, peak_rss_mib, worker_env
 from rich.console import Console
 from rich.table import Table
 
-from worker.generator import generate_events, make_accounts, produce
-from worker.settings import Settings
+from worker.adapters.kafka_clients import produce
+from worker.config.settings import Settings
+from worker.devtools.generator import generate_events, make_accounts
 
 console = Console()
 
@@ -42,12 +43,7 @@ def preproduce(settings: Settings, accounts: int, days: int, limit: int) -> int:
     rng = random.Random(42)
     start = datetime.now(UTC) - timedelta(days=days + 1)
     events = generate_events(make_accounts(accounts, rng), start, days, rng)
-    topics = {
-        "orders": settings.topic_orders,
-        "campaign-events": settings.topic_campaign_events,
-        "loyalty-points": settings.topic_loyalty_points,
-        "account-profiles": settings.topic_account_profiles,
-    }
+    topics = settings.input_topic_names()
     return produce(events, settings.kafka_bootstrap_servers, topics=topics, limit=limit)
 
 

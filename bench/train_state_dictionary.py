@@ -5,11 +5,12 @@ into account states and trains a 4 KiB zstd dictionary on their JSON. States are
 (about 3 KB of JSON) and alike in their keys and structure, which is what a dictionary
 captures: with it they compress to about a third, without it to about half.
 
-The dictionary is part of the storage format: ``worker/state.zdict`` must never be
+The dictionary is part of the storage format: ``worker/adapters/state.zdict`` must never be
 replaced in place, since the stored states name it by its id. A new one (after the state
-layout changed a lot) is added next to it and registered in ``worker.store``.
+layout changed a lot) is added next to it and registered in ``worker.adapters.redis_store``.
 
-    .venv/bin/python bench/train_state_dictionary.py [--accounts 600] [--out worker/state.zdict]
+    .venv/bin/python bench/train_state_dictionary.py [--accounts 600] \
+        [--out worker/adapters/state.zdict]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import os
 
 import faust
 
-from worker.settings import Settings
+from worker.config.settings import Settings
 
 
 def main() -> None:
