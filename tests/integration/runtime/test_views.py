@@ -84,7 +84,16 @@ def test_account_and_segment_lookups(running):
     assert [(m["segment_id"], m["reason"]) for m in program] == [("never_participated", "true")]
     # Entered by an event of long ago (fixed test dates): not live when emitted.
     assert (program[0]["origin"], program[0]["live"]) == ("event", False)
-    assert account["pending"] == []
+    # The needs segments debounce their entry (enter_after: 2d); stream time has moved
+    # 3 h past OPS1's only order, so its entry is pending, shown with when it began.
+    assert account["pending"] == [
+        {
+            "family": "needs",
+            "segment_id": "tools_buyers",
+            "qualifying_since": (T0 + timedelta(hours=1)).isoformat(),
+        }
+    ]
+    assert not any(m["family"] == "needs" for m in account["memberships"])
     assert get(worker, "/accounts/NOBODY/segments")[0] == 404
 
     overview = json.loads(get(worker, "/segments")[1])["segments"]
