@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.core.features import HORIZON_DAYS, day_of
-from worker.core.value import compute_thresholds, offline_abc
+from worker.core.value import Thresholds, compute_thresholds, offline_abc
 from worker.ops.importer import plan_import
 
 console = Console()
@@ -84,17 +84,23 @@ def settled(redis_url: str, prefix: str) -> bool:
         store.close()
 
 
-def cutoffs_rank_every_account(redis_url: str, prefix: str) -> bool:
-    """The stored ABC cut-offs were computed over every account in the revenue ranking."""
+def value_settled(redis_url: str, prefix: str) -> bool:
+    """The stored ABC cut-offs rank every earning account, and every ranked account's
+    held tier is the one those cut-offs give its revenue: the re-evaluation that new
+    cut-offs start runs paced behind the agent, after they are stored."""
     import redis
 
     store = redis.Redis.from_url(redis_url)
     try:
         raw = store.get(f"{prefix}:value:thresholds")
-        ranked = store.zcard(f"{prefix}:value:revenue")
-        return raw is not None and json.loads(raw).get("accounts") == ranked
+        ranked = store.zrange(f"{prefix}:value:revenue", 0, -1, withscores=True)
     finally:
         store.close()
+    if raw is None or json.loads(raw).get("accounts") != len(ranked):
+        return False
+    cutoffs = Thresholds.from_dict(json.loads(raw))
+    held = held_tiers(redis_url, prefix)
+    return all(held.get(a.decode()) == cutoffs.tier(revenue) for a, revenue in ranked)
 
 
 def diagnose(
@@ -163,11 +169,12 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise TimeoutError("the sweep did not catch up")
                 time.sleep(0.5)
-            # The cut-off refresh is paced behind the agent, so a fixed wait is not enough
-            # (8 s once compared cut-offs still computed over 15,719 of 17,773 accounts):
-            # wait until the cut-offs rank every earning account and all is swept again.
+            # The cut-off refresh and the re-evaluation it starts are paced behind the
+            # agent, so a fixed wait is not enough (8 s once compared cut-offs computed
+            # over 15,719 of 17,773 accounts; then tiers not yet re-evaluated): wait until
+            # the worker agrees with itself, then compare it with the offline computation.
             while not (
-                cutoffs_rank_every_account(settings.redis_url or "", settings.redis_key_prefix)
+                value_settled(settings.redis_url or "", settings.redis_key_prefix)
                 and settled(settings.redis_url or "", settings.redis_key_prefix)
             ):
                 if time.monotonic() > deadline:
