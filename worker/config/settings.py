@@ -228,7 +228,13 @@ class Settings(BaseSettings):
         description="Serve the data endpoints without a token on a non-loopback address "
         "(only behind a proxy that authenticates)",
     )
-    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_port: int = Field(
+        default=6066,
+        ge=1,
+        le=65535,
+        description="Port of the HTTP views and /metrics (faust binds it as given: 0, "
+        "'any free port', is refused at start-up, so it is refused here)",
+    )
     retry_max_seconds: float = Field(default=10.0, gt=0, description="Back-off cap for retries")
     log_level: str = "info"
 

@@ -44,6 +44,8 @@ def test_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         {"cluster_reassign_share": 0},
         {"cluster_reassign_share": 1.5},
         {"cluster_reassign_batch_size": 0},
+        {"web_port": 0},  # faust would refuse it only at start-up
+        {"web_port": 65_536},
     ],
 )
 def test_out_of_range_values_are_refused(values: dict[str, float]) -> None:
