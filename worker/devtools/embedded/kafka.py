@@ -17,7 +17,6 @@ from worker.devtools.embedded.processes import (
     LOOPBACK,
     PORT_ATTEMPTS,
     EmbeddedError,
-    PortInUse,
     Server,
     ServerBinaryNotFound,
     is_executable,
@@ -25,6 +24,7 @@ from worker.devtools.embedded.processes import (
     make_workdir,
     package_dir,
     spawn,
+    start_retrying,
     wait_listening,
     wait_proc_state,
 )
@@ -188,34 +188,24 @@ def start_kafka(workdir: Path | None = None, timeout: float = 30) -> EmbeddedKaf
     env.setdefault("RUST_LOG", "warn")
     env["NO_COLOR"] = "1"
     deadline = time.monotonic() + timeout
-    try:
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            port = processes.free_port()
-            url = f"tcp://{LOOPBACK}:{port}"
-            cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
-            cmd += ["--storage-engine", "memory://tansu/"]
-            process = spawn(cmd, log_path, directory, env)
-            server = EmbeddedKafka(
-                process=process,
-                workdir=directory,
-                log_path=log_path,
-                bootstrap_servers=f"{LOOPBACK}:{port}",
-            )
-            try:
-                wait_listening(process, port, deadline, log_path, "tansu")
-                _wait_kafka_ready(server.bootstrap_servers, deadline, log_path)
-            except PortInUse:
-                server.stop()
-                if attempt == PORT_ATTEMPTS:
-                    raise
-                continue
-            except BaseException:
-                server.stop()
-                raise
-            server.owns_workdir = owned
-            return server
-    except BaseException:
-        if owned:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def launch() -> tuple[EmbeddedKafka, Callable[[], None]]:
+        port = processes.free_port()
+        url = f"tcp://{LOOPBACK}:{port}"
+        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+        cmd += ["--storage-engine", "memory://tansu/"]
+        process = spawn(cmd, log_path, directory, env)
+        server = EmbeddedKafka(
+            process=process,
+            workdir=directory,
+            log_path=log_path,
+            bootstrap_servers=f"{LOOPBACK}:{port}",
+        )
+
+        def ready() -> None:
+            wait_listening(process, port, deadline, log_path, "tansu")
+            _wait_kafka_ready(server.bootstrap_servers, deadline, log_path)
+
+        return server, ready
+
+    return start_retrying(directory, owned, PORT_ATTEMPTS, launch)

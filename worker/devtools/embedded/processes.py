@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 #: The only address the embedded servers listen on.
 LOOPBACK = "127.0.0.1"
@@ -327,3 +328,39 @@ def wait_listening(
                 f"{log_tail(log_path)}"
             )
         time.sleep(0.02)
+
+
+S = TypeVar("S", bound=Server)
+
+
+def start_retrying(
+    directory: Path,
+    owned: bool,
+    attempts: int,
+    launch: Callable[[], tuple[S, Callable[[], None]]],
+) -> S:
+    """Start a server with ``launch`` (the server and a function that waits until it is
+    ready) and return it once ready. A server that lost its port to another process
+    (:class:`PortInUse`) is stopped and launched again, ``attempts`` times in all; any
+    other failure stops it, and a work directory the caller created (``owned``) is removed.
+    """
+    try:
+        for attempt in range(1, attempts + 1):
+            server, ready = launch()
+            try:
+                ready()
+            except PortInUse:
+                server.stop()
+                if attempt == attempts:
+                    raise
+                continue
+            except BaseException:
+                server.stop()
+                raise
+            server.owns_workdir = owned
+            return server
+    except BaseException:
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    raise AssertionError("unreachable")  # pragma: no cover

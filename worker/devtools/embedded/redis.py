@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from worker.devtools.embedded.processes import (
     PORT_ATTEMPTS,
     STOP_GRACE,
     EmbeddedError,
-    PortInUse,
     Server,
     ServerBinaryNotFound,
     is_executable,
@@ -24,6 +24,7 @@ from worker.devtools.embedded.processes import (
     make_workdir,
     package_dir,
     spawn,
+    start_retrying,
     wait_listening,
 )
 
@@ -163,36 +164,26 @@ def start_redis(
     log_path = directory / "redis.log"
     deadline = time.monotonic() + timeout
     attempts = 1 if port is not None else PORT_ATTEMPTS
-    try:
-        for attempt in range(1, attempts + 1):
-            chosen = port if port is not None else processes.free_port()
-            cmd = [binary, *_redis_args(chosen, directory, appendonly)]
-            process = spawn(cmd, log_path, directory, os.environ)
-            server = EmbeddedRedis(
-                process=process,
-                workdir=directory,
-                log_path=log_path,
-                url=f"redis://{LOOPBACK}:{chosen}/0",
-                appendonly=appendonly,
-            )
-            try:
-                wait_listening(process, chosen, deadline, log_path, "redis-server")
-                _wait_redis_ready(chosen, deadline, log_path)
-            except PortInUse:
-                server.stop()
-                if attempt == attempts:
-                    raise
-                continue
-            except BaseException:
-                server.stop()
-                raise
-            server.owns_workdir = owned
-            return server
-    except BaseException:
-        if owned:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def launch() -> tuple[EmbeddedRedis, Callable[[], None]]:
+        chosen = port if port is not None else processes.free_port()
+        cmd = [binary, *_redis_args(chosen, directory, appendonly)]
+        process = spawn(cmd, log_path, directory, os.environ)
+        server = EmbeddedRedis(
+            process=process,
+            workdir=directory,
+            log_path=log_path,
+            url=f"redis://{LOOPBACK}:{chosen}/0",
+            appendonly=appendonly,
+        )
+
+        def ready() -> None:
+            wait_listening(process, chosen, deadline, log_path, "redis-server")
+            _wait_redis_ready(chosen, deadline, log_path)
+
+        return server, ready
+
+    return start_retrying(directory, owned, attempts, launch)
 
 
 def _wait_redis_ready(port: int, deadline: float, log_path: Path) -> None:
