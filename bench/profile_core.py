@@ -64,7 +64,7 @@ def steady_globals(processor: BatchProcessor, batches: list[list[Record]]) -> Gl
         events, _ = processor._decode(batch)
         for event, _record in events:
             state = states.setdefault(event.account_id, AccountState(event.account_id))
-            process_event(state, event, processor.definitions)
+            process_event(state, event, processor.families)
     views = [FeatureView(state, state.now_day) for state in states.values()]
     settings = processor.settings
     cutoffs = value.compute_thresholds(
