@@ -7,10 +7,11 @@ captures: with it they compress to about a third, without it to about half.
 
 The dictionary is part of the storage format: ``worker/adapters/state.zdict`` must never be
 replaced in place, since the stored states name it by its id. A new one (after the state
-layout changed a lot) is added next to it and registered in ``worker.adapters.redis_store``.
+layout changed a lot) is added next to it and registered in ``worker.adapters.state_codec``;
+so the script writes a new file and refuses to overwrite one.
 
     .venv/bin/python bench/train_state_dictionary.py [--accounts 600] \
-        [--out worker/adapters/state.zdict]
+        [--out worker/adapters/state-new.zdict]
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=600)
     parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--out", type=Path, default=ROOT / "worker" / "state.zdict")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "worker" / "adapters" / "state-new.zdict"
+    )
     args = parser.parse_args()
+    if args.out.exists():
+        raise SystemExit(f"{args.out} exists: stored states name their dictionary by id")
     history = fold_history(args.accounts, 365, seed=1)
     samples = [pydantic_core.to_json(state.to_dict()) for state in history.states]
     dictionary = zstandard.train_dictionary(args.size, samples)
