@@ -349,6 +349,15 @@ def describe(
     >>> describe(snapshot)["c1"]  # doctest: +NORMALIZE_WHITESPACE
     'very recent very high-value frequent buyers, strong campaign response
      (last order 2 days ago, 442,412 revenue/yr, 14 orders/yr, 50% campaign response)'
+
+    A group whose typical account placed no order in the year is said to have none:
+
+    >>> lapsed = ClusterSnapshot(
+    ...     1, BEHAVIOUR, means=(3.0, 9.0, 2.0, 6.0, 0.3), stds=(1.0, 2.0, 1.0, 3.0, 0.2),
+    ...     clusters=(Cluster("c1", (2.99, -4.5, -2.0, 0.0, 0.0), 50),), next_id=2, samples=50)
+    >>> describe(lapsed)["c1"]  # doctest: +NORMALIZE_WHITESPACE
+    'lapsed low-value buyers, no orders in the year
+     (last order 398 days ago, 0 revenue/yr, 0 orders/yr)'
     """
     typical = snapshot.typical()
     result = {}
@@ -361,8 +370,11 @@ def describe(
             word = d.high if z >= threshold else d.low if z <= -threshold else ""
             if not word:
                 continue
+            style = d.style
+            if z < 0 and d.none and abs(typical[c.id][d.name]) < 0.5:
+                word, style = d.none, "clause"  # "occasional" would be false of nil
             word = word.format(very="very " if abs(z) >= pronounced else "", name=d.name)
-            {"adjective": adjectives, "focus": focus, "clause": clauses}[d.style].append(word)
+            {"adjective": adjectives, "focus": focus, "clause": clauses}[style].append(word)
             figures.append(d.figure.format(typical[c.id][d.name], name=d.name))
         head = " ".join([*adjectives, snapshot.spec.noun])
         if focus:

@@ -20,9 +20,11 @@ class Dimension:
 
     A missing, ``None`` or non-finite feature becomes ``default`` (original units); the value
     is then clipped to ``[lower, upper]`` and transformed (``log1p`` for skewed amounts).
-    ``high`` / ``low`` / ``figure`` are only used by :func:`describe` (an empty phrase is
-    never mentioned); ``{very}`` in a phrase becomes "very " for a pronounced deviation,
-    and "" otherwise; ``{name}`` becomes the dimension's name.
+    ``high`` / ``low`` / ``none`` / ``figure`` are only used by :func:`describe` (an empty
+    phrase is never mentioned); ``{very}`` in a phrase becomes "very " for a pronounced
+    deviation, and "" otherwise; ``{name}`` becomes the dimension's name. ``none`` (a
+    clause) replaces ``low`` when the cluster's typical value is nil: a group without
+    orders is not "occasional" buyers.
 
     >>> Dimension("revenue_365d", transform="log1p").value(None)
     0.0
@@ -41,6 +43,7 @@ class Dimension:
     high: str = "{very}high {name}"
     low: str = "{very}low {name}"
     figure: str = "{:.3g} " + "{name}"
+    none: str = ""
 
     def __post_init__(self) -> None:
         if self.transform not in ("identity", "log1p"):
@@ -125,6 +128,7 @@ BEHAVIOUR = FeatureSpec(
         Dimension(
             "orders_365d", 0.0, "log1p", style="adjective",
             high="{very}frequent", low="occasional", figure="{:.0f} orders/yr",
+            none="no orders in the year",
         ),
         Dimension(
             "points_earned_365d", 0.0, "log1p",
