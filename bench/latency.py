@@ -591,6 +591,24 @@ def scenario_title(args: argparse.Namespace) -> str:
     return f"every event a prospect's first order, profiles {args.profile_age_days:g} days old"
 
 
+def fill_latency_table(table: Table, rows: dict[str, dict[str, float]], noun: str) -> None:
+    """One row per path: how many ``noun`` were sent, their rate, percentiles, not seen."""
+    for column in ("path", noun, f"{noun}/s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="right")
+    table.add_column("not seen", justify="right")
+    for name, row in rows.items():
+        table.add_row(
+            name,
+            f"{row['events']:,.0f}",
+            f"{row['rate']:,.0f}",
+            f"{row['p50']:,.1f}",
+            f"{row['p95']:,.1f}",
+            f"{row['p99']:,.1f}",
+            f"{row['max']:,.1f}",
+            f"{row['events'] - row['seen']:,.0f}",
+        )
+
+
 def timeline(latencies: Latencies, start: float, window: float, what: str) -> Table:
     table = Table(title=f"{what} per {window:.0f} s of the run (by send time)")
     for column in ("from s", "events", "p50 ms", "p99 ms", "max ms", "not seen"):
@@ -711,28 +729,7 @@ def main() -> int:
             f"(baseline {baseline_seconds:.0f} s), {scenario_title(args)}"
         )
     )
-    for column in (
-        "path",
-        "events",
-        "events/s",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "max ms",
-        "not seen",
-    ):
-        table.add_column(column, justify="right")
-    for name, row in rows.items():
-        table.add_row(
-            name,
-            f"{row['events']:,.0f}",
-            f"{row['rate']:,.0f}",
-            f"{row['p50']:,.1f}",
-            f"{row['p95']:,.1f}",
-            f"{row['p99']:,.1f}",
-            f"{row['max']:,.1f}",
-            f"{row['events'] - row['seen']:,.0f}",
-        )
+    fill_latency_table(table, rows, "events")
     console.print(table)
     console.print(timeline(run.latencies, run.start, 10, "worker latency"))
     console.print(

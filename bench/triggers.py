@@ -59,6 +59,7 @@ from latency import (
     Latencies,
     Outgoing,
     Reader,
+    fill_latency_table,
     new_producer,
     send_steady,
     timeline,
@@ -235,31 +236,24 @@ def main() -> int:
         at_rate = range(1, int(args.rate * args.seconds) + 1)
         burst = range(1, args.burst + 1)
 
+        def phase(read: str, name: str, to: str, numbers: range, rate: float) -> Phase:
+            """Changes ``name``-n produced to ``to`` at ``rate``, read back from ``read``."""
+            changes = Changes(name, to, args.accounts, segments)
+            return asyncio.run(
+                run_phase(bootstrap, read, parts, changes, numbers, rate, args.drain)
+            )
+
         baseline_topic = f"{settings.app_id}-baseline"
         create_topics(bootstrap, {baseline_topic: parts})
-        base = asyncio.run(
-            run_phase(
-                bootstrap,
-                baseline_topic,
-                parts,
-                Changes("base", baseline_topic, args.accounts, segments),
-                range(1, int(args.rate * args.baseline_seconds) + 1),
-                args.rate,
-                args.drain,
-            )
+        base = phase(
+            baseline_topic,
+            "base",
+            baseline_topic,
+            range(1, int(args.rate * args.baseline_seconds) + 1),
+            args.rate,
         )
         rows["baseline: broker round trip of the changes alone"] = base.row()
-        base_burst = asyncio.run(
-            run_phase(
-                bootstrap,
-                baseline_topic,
-                parts,
-                Changes("base-burst", baseline_topic, args.accounts, segments),
-                burst,
-                1e9,
-                args.drain,
-            )
-        )
+        base_burst = phase(baseline_topic, "base-burst", baseline_topic, burst, 1e9)
         throughput["baseline: broker alone, produce -> read"] = base_burst.throughput()
 
         changes_topic = settings.topic_segment_changes
@@ -276,42 +270,18 @@ def main() -> int:
                     settings, Changes("ready", changes_topic, args.accounts, segments), worker
                 )
             )
-            asyncio.run(
-                run_phase(
-                    bootstrap,
-                    triggers_topic,
-                    parts,
-                    Changes("warm", changes_topic, args.accounts, segments),
-                    range(1, int(args.rate * args.warmup_seconds) + 1),
-                    args.rate,
-                    args.drain,
-                )
+            phase(
+                triggers_topic,
+                "warm",
+                changes_topic,
+                range(1, int(args.rate * args.warmup_seconds) + 1),
+                args.rate,
             )
             meter = CpuMeter()
-            live = asyncio.run(
-                run_phase(
-                    bootstrap,
-                    triggers_topic,
-                    parts,
-                    Changes("live", changes_topic, args.accounts, segments),
-                    at_rate,
-                    args.rate,
-                    args.drain,
-                )
-            )
+            live = phase(triggers_topic, "live", changes_topic, at_rate, args.rate)
             cpu = meter.line({worker.pid: "worker"})
             rows["trigger router: SegmentChanged -> CampaignTriggered"] = live.row()
-            routed = asyncio.run(
-                run_phase(
-                    bootstrap,
-                    triggers_topic,
-                    parts,
-                    Changes("burst", changes_topic, args.accounts, segments),
-                    burst,
-                    1e9,
-                    args.drain,
-                )
-            )
+            routed = phase(triggers_topic, "burst", changes_topic, burst, 1e9)
             throughput["trigger router: change produced -> trigger read"] = routed.throughput()
             worker.check_alive()
             metrics = worker.metrics()
@@ -323,20 +293,7 @@ def main() -> int:
             f"(baseline {args.baseline_seconds:.0f} s), {args.accounts:,} stored accounts"
         )
     )
-    for column in ("path", "changes", "changes/s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        table.add_column(column, justify="right")
-    table.add_column("not seen", justify="right")
-    for name, row in rows.items():
-        table.add_row(
-            name,
-            f"{row['events']:,.0f}",
-            f"{row['rate']:,.0f}",
-            f"{row['p50']:,.1f}",
-            f"{row['p95']:,.1f}",
-            f"{row['p99']:,.1f}",
-            f"{row['max']:,.1f}",
-            f"{row['events'] - row['seen']:,.0f}",
-        )
+    fill_latency_table(table, rows, "changes")
     console.print(table)
     burst_table = Table(title=f"throughput: a burst of {args.burst:,} changes")
     burst_table.add_column("path")
