@@ -21,13 +21,12 @@ from worker.adapters.faust_transport import KafkaTransport, broker_credentials
 from worker.adapters.kafka_senders import FaustSender
 from worker.config.families import configured_families
 from worker.config.settings import Settings
-from worker.core.decoding import Record
 from worker.core.definitions import Definitions, load_definitions
 from worker.core.families import Families
 from worker.core.features import VOCABULARY
 from worker.core.samples import decode_samples
 from worker.ports import BatchResult
-from worker.runtime.batching import take_batches
+from worker.runtime.batching import record_of, take_batches
 from worker.runtime.learning import ClusterTrainer
 from worker.runtime.metrics import Metrics
 from worker.runtime.monitoring import SegmentMonitor
@@ -144,7 +143,7 @@ def create_app(
                 input_lag,
             ):
                 await flush_outbox_if_pending()
-                committed = await processor.commit([_record(event) for event in batch])
+                committed = await processor.commit([record_of(event) for event in batch])
                 if delivering is not None:
                     await delivering
                 delivering = asyncio.ensure_future(deliver_and_ack(stream, batch, committed))
@@ -274,8 +273,3 @@ def create_app(
         router = register_trigger_agents(app, settings, definitions, store, sender, metrics, timer)
     register_views(app, store, families, metrics, settings, router)
     return app
-
-
-def _record(event: EventT) -> Record:
-    message = event.message
-    return Record(message.topic, message.partition, message.offset, message.key, message.value)

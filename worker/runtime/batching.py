@@ -25,6 +25,8 @@ from faust.types import EventT
 from mode.utils.aiter import aiter
 from mode.utils.futures import notify
 
+from worker.core.decoding import Record
+
 
 async def take_batches(
     stream: faust.StreamT,
@@ -130,3 +132,9 @@ async def _fill(
         await stream.wait_for_stopped(full, timeout=min(remaining, settle))
         if len(buffer) == size and lag() < max_size - size:
             return
+
+
+def record_of(event: EventT) -> Record:
+    """The Kafka record behind a Faust stream event, as the core reads records."""
+    message = event.message
+    return Record(message.topic, message.partition, message.offset, message.key, message.value)

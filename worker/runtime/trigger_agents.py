@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import faust
@@ -26,10 +24,11 @@ from worker.adapters.factory import trigger_store, webhook_client
 from worker.adapters.kafka_senders import FaustSender
 from worker.config.settings import Settings
 from worker.config.triggers import load_configured_triggers
+from worker.core.decoding import dead_letter
 from worker.core.definitions import Definitions
 from worker.core.events import CampaignTriggered, DeadLetter, SegmentChanged
 from worker.ports import StateStore
-from worker.runtime.batching import take_batches
+from worker.runtime.batching import record_of, take_batches
 from worker.runtime.metrics import Metrics
 from worker.runtime.triggers import TriggerRouter, WebhookDelivery
 
@@ -122,22 +121,9 @@ def _decode(batch: Sequence[EventT], model: type[M]) -> tuple[list[M], list[Dead
     decoded: list[M] = []
     letters: list[DeadLetter] = []
     for event in batch:
-        message = event.message
         try:
-            decoded.append(model.model_validate_json(message.value or b""))
+            decoded.append(model.model_validate_json(event.message.value or b""))
         except ValidationError as error:
-            raw = message.value or b""
-            letters.append(
-                DeadLetter(
-                    reason=f"not a {model.__name__}: {error.errors()[0]['msg']}",
-                    error_kind="invalid_event",
-                    source_topic=message.topic,
-                    source_partition=message.partition,
-                    source_offset=message.offset,
-                    raw=base64.b64encode(raw[:65536]).decode(),
-                    raw_bytes=len(raw),
-                    raw_truncated=len(raw) > 65536,
-                    received_at=datetime.now(UTC),
-                )
-            )
+            reason = f"not a {model.__name__}: {error.errors()[0]['msg']}"
+            letters.append(dead_letter(record_of(event), "invalid_event", reason))
     return decoded, letters
