@@ -83,7 +83,7 @@ from rich.table import Table
 
 from worker.adapters.kafka_topics import create_topics
 from worker.config.settings import Settings
-from worker.core.definitions import load_definitions
+from worker.core.definitions import Definitions, load_definitions
 from worker.core.events import AccountProfile
 from worker.core.features import VOCABULARY, AccountState
 from worker.core.processing import process_event
@@ -554,9 +554,11 @@ async def measure_worker(
 # -------------------------------------------------------------------------------- report
 
 
-def store_established(settings: Settings, args: argparse.Namespace) -> Established:
+def store_history(
+    settings: Settings, args: argparse.Namespace, id_format: str, what: str
+) -> tuple[Definitions, list[PreparedState]]:
     """Store ``--accounts`` accounts with a year of history (and the cut-offs and cluster
-    models they settled with); return the everyday traffic of those accounts."""
+    models they settled with); return the definitions and the simulated accounts."""
     assert settings.redis_url
     definitions = load_definitions(settings.definitions_path, VOCABULARY)
     # History up to now: the accounts' first live events then find them as a running
@@ -566,12 +568,18 @@ def store_established(settings: Settings, args: argparse.Namespace) -> Establish
     written = write_states(
         settings.redis_url,
         settings.redis_key_prefix,
-        replicated(templates, args.accounts, ESTABLISHED_ID_FORMAT),
+        replicated(templates, args.accounts, id_format),
     )
     console.print(
-        f"{written:,} established accounts in Redis ({len(templates):,} simulated, "
+        f"{written:,} {what} in Redis ({len(templates):,} simulated, "
         f"{history.events:,} events of history folded in {history.seconds:.0f}s)"
     )
+    return definitions, templates
+
+
+def store_established(settings: Settings, args: argparse.Namespace) -> Established:
+    """Store the accounts (:func:`store_history`); return their everyday traffic."""
+    _, templates = store_history(settings, args, ESTABLISHED_ID_FORMAT, "established accounts")
     return Established(
         "everyday",
         random.Random(args.seed + 1),

@@ -48,11 +48,7 @@ from common import (
     add_stored_history_arguments,
     deployment,
     peak_rss_mib,
-    replicated,
     run_title,
-    stored_history,
-    write_globals,
-    write_states,
 )
 from latency import (
     FETCH_MAX_WAIT_MS,
@@ -62,6 +58,7 @@ from latency import (
     fill_latency_table,
     new_producer,
     send_steady,
+    store_history,
     timeline,
 )
 from rich.console import Console
@@ -69,9 +66,7 @@ from rich.table import Table
 
 from worker.adapters.kafka_topics import create_topics
 from worker.config.settings import Settings
-from worker.core.definitions import load_definitions
 from worker.core.events import SegmentChanged
-from worker.core.features import VOCABULARY
 from worker.core.membership import change_id
 
 console = Console(width=120)
@@ -196,19 +191,7 @@ async def wait_first_trigger(settings: Settings, changes: Changes, worker: Worke
 
 def store_accounts(settings: Settings, args: argparse.Namespace) -> list[str]:
     """``--accounts`` accounts with a year of history in Redis; the value segments."""
-    assert settings.redis_url
-    definitions = load_definitions(settings.definitions_path, VOCABULARY)
-    history, templates = stored_history(args, definitions, until=datetime.now(UTC))
-    write_globals(settings.redis_url, settings.redis_key_prefix, history)
-    written = write_states(
-        settings.redis_url,
-        settings.redis_key_prefix,
-        replicated(templates, args.accounts, ID_FORMAT),
-    )
-    console.print(
-        f"{written:,} accounts in Redis ({len(templates):,} simulated, "
-        f"{history.events:,} events of history folded in {history.seconds:.0f}s)"
-    )
+    definitions, _ = store_history(settings, args, ID_FORMAT, "accounts")
     return [segment.id for segment in definitions.family("value").segments]
 
 
