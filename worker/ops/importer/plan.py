@@ -18,14 +18,14 @@ from worker.core.events import (
     decode_input,
 )
 from worker.ops.importer.rows import (
-    _MAX_AMOUNT,
-    _MAX_LINES,
     ID_PREFIX,
+    MAX_AMOUNT,
     MAX_EXAMPLES,
+    MAX_LINES,
     UNCATEGORIZED,
     ParsedRow,
+    Reject,
     RowError,
-    _Reject,
     parse_rows,
 )
 
@@ -51,19 +51,19 @@ class _Order:
         return cls(row, row.occurred_at, row.line, row.contact_id, {row.category: row.amount})
 
     def add(self, row: ParsedRow) -> None:
-        """Merge another row of the order; raises `_Reject` (leaving it as it was)."""
+        """Merge another row of the order; raises `Reject` (leaving it as it was)."""
         if row.currency != self.first.currency:
-            raise _Reject(
+            raise Reject(
                 "conflicting_currency",
                 f"currency {row.currency} differs from {self.first.currency} of order "
                 f"{row.order_id} (line {self.first.line})",
             )
-        if row.category not in self.spend and len(self.spend) >= _MAX_LINES:
-            raise _Reject(
-                "too_many_categories", f"order {row.order_id} has over {_MAX_LINES} categories"
+        if row.category not in self.spend and len(self.spend) >= MAX_LINES:
+            raise Reject(
+                "too_many_categories", f"order {row.order_id} has over {MAX_LINES} categories"
             )
-        if math.fsum(self.spend.values()) + row.amount > _MAX_AMOUNT:
-            raise _Reject("amount_too_large", f"order {row.order_id} exceeds {_MAX_AMOUNT:g}")
+        if math.fsum(self.spend.values()) + row.amount > MAX_AMOUNT:
+            raise Reject("amount_too_large", f"order {row.order_id} exceeds {MAX_AMOUNT:g}")
         self.spend[row.category] = self.spend.get(row.category, 0.0) + row.amount
         if (row.occurred_at, row.line) < (self.occurred_at, self.line):
             self.occurred_at, self.line = row.occurred_at, row.line
@@ -114,7 +114,7 @@ class ImportPlan:
         """Plan ``row``: as an event of its own, or merged into its order.
 
         A single-row order stays a `ParsedRow` (small); a second row makes it an `_Order`.
-        Raises `_Reject` when the row cannot join its order.
+        Raises `Reject` when the row cannot join its order.
         """
         if row.order_id is None or row.returned:
             self._planned.append(row)
@@ -190,7 +190,7 @@ def plan_import(
             continue
         try:
             plan.add(item, orders)
-        except _Reject as rejected:
+        except Reject as rejected:
             plan.reject(RowError(item.line, rejected.reason, rejected.detail))
     plan.sort()
     return plan

@@ -47,8 +47,8 @@ _ID_MAX_LENGTH: int = _ID_SPEC["maxLength"]
 _CURRENCY_PATTERN = re.compile(_SCHEMA["properties"]["currency"]["pattern"])
 _CATEGORY_SPEC = _SCHEMA["$defs"]["OrderLine"]["properties"]["category"]
 _CATEGORY_MAX_LENGTH: int = _CATEGORY_SPEC["maxLength"]
-_MAX_AMOUNT: float = _SCHEMA["properties"]["total"]["maximum"]
-_MAX_LINES: int = _SCHEMA["properties"]["lines"]["maxItems"]
+MAX_AMOUNT: float = _SCHEMA["properties"]["total"]["maximum"]
+MAX_LINES: int = _SCHEMA["properties"]["lines"]["maxItems"]
 
 _AMOUNT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _AMOUNT_HINT = " (use '.' as the decimal separator, no thousands separators)"
@@ -117,8 +117,8 @@ REASONS = (
 )
 
 
-class _Reject(Exception):
-    """A row is rejected (control flow inside this module; callers see `RowError`)."""
+class Reject(Exception):
+    """A row is rejected (control flow inside the importer; callers see `RowError`)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason, detail)
@@ -157,7 +157,7 @@ def _sniff_delimiter(header_line: str) -> str:
 
 def _identifier(value: str, column: str) -> str:
     if len(value) > _ID_MAX_LENGTH or not _ID_PATTERN.fullmatch(value):
-        raise _Reject(
+        raise Reject(
             f"bad_{column}",
             f"{column} {value!r} must be 1-{_ID_MAX_LENGTH} of A-Z a-z 0-9 _ . : @ / + -",
         )
@@ -167,18 +167,18 @@ def _identifier(value: str, column: str) -> str:
 def _amount(value: str) -> float:
     if not _AMOUNT.fullmatch(value):
         hint = _AMOUNT_HINT if "," in value else ""
-        raise _Reject("bad_amount", f"amount {value!r} is not a decimal number{hint}")
+        raise Reject("bad_amount", f"amount {value!r} is not a decimal number{hint}")
     # + 0.0 turns "-0.00" into 0.0: an order of free goods, not a return (nor a total of -0.0)
     amount = float(value) + 0.0
-    if abs(amount) > _MAX_AMOUNT:
-        raise _Reject("amount_too_large", f"amount {value!r} exceeds {_MAX_AMOUNT:g}")
+    if abs(amount) > MAX_AMOUNT:
+        raise Reject("amount_too_large", f"amount {value!r} exceeds {MAX_AMOUNT:g}")
     return amount
 
 
 def _currency(value: str) -> str:
     currency = value.upper() or DEFAULT_CURRENCY
     if not _CURRENCY_PATTERN.fullmatch(currency):
-        raise _Reject("bad_currency", f"currency {value!r} is not a 3-letter ISO 4217 code")
+        raise Reject("bad_currency", f"currency {value!r} is not a 3-letter ISO 4217 code")
     return currency
 
 
@@ -193,20 +193,20 @@ def normalise_category(value: str) -> str:
 
 
 class _RowParser:
-    """Turns the cells of one data row into a `ParsedRow` or raises `_Reject`."""
+    """Turns the cells of one data row into a `ParsedRow` or raises `Reject`."""
 
     def __init__(self, header: _Header, now: datetime, earliest: datetime) -> None:
         self.header = header
         self.now = now
         self.earliest = earliest
         self._optional = {name: header.positions.get(name) for name in OPTIONAL_COLUMNS}
-        self._dates: dict[str, datetime | _Reject] = {}
-        self._categories: dict[str, str | _Reject] = {}
+        self._dates: dict[str, datetime | Reject] = {}
+        self._categories: dict[str, str | Reject] = {}
         self._identifiers: dict[str, str] = {}
 
     def parse(self, cells: list[str], line: int) -> ParsedRow:
         if len(cells) != self.header.width:
-            raise _Reject("bad_row", self._width_problem(cells))
+            raise Reject("bad_row", self._width_problem(cells))
         return ParsedRow(
             line=line,
             account_id=self._shared(self._required(cells, "account_id"), "account_id"),
@@ -227,7 +227,7 @@ class _RowParser:
     def _required(self, cells: list[str], column: str) -> str:
         value = cells[self.header.positions[column]].strip()
         if not value:
-            raise _Reject("missing_field", f"{column} is empty")
+            raise Reject("missing_field", f"{column} is empty")
         return value
 
     def _cell(self, cells: list[str], column: str) -> str:
@@ -257,25 +257,25 @@ class _RowParser:
             if len(self._dates) >= _CACHE_LIMIT:
                 self._dates.clear()
             parsed = self._dates[value] = self._parse_date(value)
-        if isinstance(parsed, _Reject):
+        if isinstance(parsed, Reject):
             raise parsed
         return parsed
 
-    def _parse_date(self, value: str) -> datetime | _Reject:
+    def _parse_date(self, value: str) -> datetime | Reject:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError as exc:
             reason = "" if "isoformat" in str(exc) else f" ({exc})"
-            return _Reject("bad_date", f"{value!r} is not an ISO date or datetime{reason}")
+            return Reject("bad_date", f"{value!r} is not an ISO date or datetime{reason}")
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         if moment < self.earliest:
-            return _Reject(
+            return Reject(
                 "date_too_old",
                 f"{value!r} is before {moment_text(self.earliest)}: "
                 f"set {EARLIEST_EVENT_TIME_SETTING} to import it",
             )
         if moment > self.now:
-            return _Reject("future_date", f"{value!r} is in the future")
+            return Reject("future_date", f"{value!r} is in the future")
         return moment
 
     def _category(self, value: str) -> str | None:
@@ -286,15 +286,15 @@ class _RowParser:
             if len(self._categories) >= _CACHE_LIMIT:
                 self._categories.clear()
             category = self._categories[value] = self._parse_category(value)
-        if isinstance(category, _Reject):
+        if isinstance(category, Reject):
             raise category
         return category
 
     @staticmethod
-    def _parse_category(value: str) -> str | _Reject:
+    def _parse_category(value: str) -> str | Reject:
         category = normalise_category(value)
         if not category or len(category) > _CATEGORY_MAX_LENGTH:
-            return _Reject(
+            return Reject(
                 "bad_category",
                 f"category {value!r} must have 1-{_CATEGORY_MAX_LENGTH} letters or digits",
             )
@@ -385,5 +385,5 @@ def parse_rows(
             continue
         try:
             yield parser.parse(cells, line)
-        except _Reject as rejected:
+        except Reject as rejected:
             yield RowError(line, rejected.reason, rejected.detail)

@@ -18,8 +18,6 @@ from worker.core.events import (
 from worker.ops.importer.plan import ImportPlan, plan_import
 from worker.ops.importer.rows import PRODUCER_CONFIG, ImportFileError, RowError
 
-EventDict = dict[str, Any]
-
 
 @dataclass(frozen=True)
 class ImportReport:
