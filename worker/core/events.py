@@ -114,6 +114,15 @@ def moment_text(moment: datetime) -> str:
     return moment.date().isoformat() if moment.time() == time() else moment.isoformat()
 
 
+def epoch_text(epoch: float) -> str:
+    """Epoch seconds as ISO 8601 in UTC, as the views and trigger reasons show them.
+
+    >>> epoch_text(0)
+    '1970-01-01T00:00:00+00:00'
+    """
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
 def earliest_event_time(context: Any) -> datetime:
     """The event-time floor of a validation context; the default without one.
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.core.events import CampaignTriggered, SegmentChanged
+from worker.core.events import CampaignTriggered, SegmentChanged, epoch_text
 from worker.core.features import AccountState, FeatureView, Globals
 from worker.core.triggers.config import TriggersConfig
 from worker.core.triggers.policy import Change, Decision, TriggerState, decide
@@ -177,20 +177,16 @@ def decision_rows(state: TriggerState) -> list[dict[str, Any]]:
     """An account's logged trigger decisions, newest first, for people to read."""
     return [
         {
-            "decided_at": _iso(decision.decided_at),
+            "decided_at": epoch_text(decision.decided_at),
             "trigger": decision.trigger,
             "outcome": decision.outcome,
             "rule": decision.rule,
             "reason": decision.reason,
             "trigger_id": decision.trigger_id,
-            "deliver_at": _iso(decision.deliver_at),
+            "deliver_at": epoch_text(decision.deliver_at),
         }
         for decision in reversed(state.decisions())
     ]
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 class WebhookDelivery:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
 from worker.config.security import bearer_token_matches, is_loopback
 from worker.config.settings import Settings
+from worker.core.events import epoch_text
 from worker.core.families import Families
 from worker.core.processing import membership_reasons
 from worker.ports import StateStore
@@ -112,12 +112,12 @@ def register_views(
         return web.json(
             {
                 "account_id": account_id,
-                "as_of": _iso(state.clock),
+                "as_of": epoch_text(state.clock),
                 "memberships": [
                     {
                         "family": family,
                         "segment_id": segment,
-                        "since": _iso(entry["since"]),
+                        "since": epoch_text(entry["since"]),
                         # how the entry arose and whether it was live (None: not recorded)
                         "origin": entry.get("origin"),
                         "live": entry.get("live"),
@@ -130,7 +130,7 @@ def register_views(
                     {
                         "family": family,
                         "segment_id": segment,
-                        "qualifying_since": _iso(since),
+                        "qualifying_since": epoch_text(since),
                     }
                     for family, segments in sorted(state.pending.items())
                     for segment, since in sorted(segments.items())
@@ -168,7 +168,3 @@ def register_views(
             return web.json({"error": "the trigger router is not enabled"}, status=404)
         state = await router.store.load(account_id)
         return web.json({"account_id": account_id, "decisions": decision_rows(state)})
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()

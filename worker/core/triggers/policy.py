@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from worker.core.events import epoch_text
 from worker.core.triggers.config import QuietHours, Trigger, TriggersConfig
 
 Outcome = Literal["fired", "delayed", "holdout", "suppressed"]
@@ -249,7 +250,7 @@ def _outcome(
     if trigger.cooldown is not None and last is not None:
         until = last + trigger.cooldown.total_seconds()
         if now < until:
-            return "suppressed", "cooldown", f"cooldown until {_iso(until)}", now
+            return "suppressed", "cooldown", f"cooldown until {epoch_text(until)}", now
     if held_out:
         return "holdout", "holdout", f"holdout ({config.limits.holdout:.0%} of accounts)", now
     cap = config.limits.per_account
@@ -260,7 +261,7 @@ def _outcome(
     quiet = config.limits.quiet_hours
     quiet_end = quiet_until(now, quiet) if quiet is not None else None
     if quiet_end is not None:
-        return "delayed", "quiet_hours", f"quiet hours until {_iso(quiet_end)}", quiet_end
+        return "delayed", "quiet_hours", f"quiet hours until {epoch_text(quiet_end)}", quiet_end
     return "fired", "", "", now
 
 
@@ -287,10 +288,6 @@ def _record(
         ]
     )
     del state.log[:-LOG_KEPT]
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _duration(span: timedelta) -> str:
