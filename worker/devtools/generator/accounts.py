@@ -9,16 +9,16 @@ from dataclasses import dataclass
 
 from worker.core.events import ContactRole
 from worker.devtools.generator.catalogue import (
-    _INDUSTRY_NEEDS,
-    _INDUSTRY_WORDS,
-    _LEGAL_FORMS,
-    _NAME_STEMS,
-    _PERSONAS,
-    _ROLE_WEIGHTS,
     CATEGORIES,
     COUNTRIES,
     INDUSTRIES,
+    INDUSTRY_NEEDS,
+    INDUSTRY_WORDS,
     KEY_ACCOUNT_SHARE,
+    LEGAL_FORMS,
+    NAME_STEMS,
+    PERSONAS,
+    ROLE_WEIGHTS,
     ROLES,
     Persona,
 )
@@ -66,18 +66,18 @@ class SyntheticAccount:
     @property
     def annual_revenue(self) -> float:
         """Expected yearly revenue with us while active (potential x persona wallet share)."""
-        return self.annual_potential * _PERSONAS[self.persona].wallet_share
+        return self.annual_potential * PERSONAS[self.persona].wallet_share
 
 
-def _weighted(rng: random.Random, weights: Mapping[str, float]) -> str:
+def weighted(rng: random.Random, weights: Mapping[str, float]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
 def _company_name(rng: random.Random, industry: str, country: str) -> str:
-    stem = rng.choice(_NAME_STEMS)
+    stem = rng.choice(NAME_STEMS)
     if rng.random() < 0.3:
-        stem = f"{stem} & {rng.choice(_NAME_STEMS)}"
-    return f"{stem} {rng.choice(_INDUSTRY_WORDS[industry])} {_LEGAL_FORMS.get(country, 'Ltd')}"
+        stem = f"{stem} & {rng.choice(NAME_STEMS)}"
+    return f"{stem} {rng.choice(INDUSTRY_WORDS[industry])} {LEGAL_FORMS.get(country, 'Ltd')}"
 
 
 def _contacts(
@@ -86,7 +86,7 @@ def _contacts(
     count = 1 + int(math.log10(employees)) + rng.randint(-1, 1) + (persona == "key_account")
     count = max(1, min(6, count))
     roles: list[ContactRole] = ["buyer"]
-    roles += rng.choices(ROLES, weights=_ROLE_WEIGHTS, k=count - 1)
+    roles += rng.choices(ROLES, weights=ROLE_WEIGHTS, k=count - 1)
     return tuple(
         SyntheticContact(f"{account_id}-C{n}", role, marketing_opt_in=rng.random() < 0.7)
         for n, role in enumerate(roles, 1)
@@ -94,7 +94,7 @@ def _contacts(
 
 
 def _category_weights(rng: random.Random, industry: str) -> tuple[tuple[str, float], ...]:
-    needs = _INDUSTRY_NEEDS[industry]
+    needs = INDUSTRY_NEEDS[industry]
     raw = {c: needs.get(c, 0.1) * rng.gammavariate(1.0, 1.0) for c in CATEGORIES}
     total = sum(raw.values())
     kept = {c: w / total for c, w in raw.items() if w / total >= 0.04}
@@ -141,8 +141,8 @@ def make_accounts(n: int, rng: random.Random) -> list[SyntheticAccount]:
     """
     firmographics = []
     for _ in range(n):
-        industry = _weighted(rng, INDUSTRIES)
-        country = _weighted(rng, COUNTRIES)
+        industry = weighted(rng, INDUSTRIES)
+        country = weighted(rng, COUNTRIES)
         employees = max(1, min(250_000, round(rng.lognormvariate(math.log(40), 1.5))))
         potential = 500.0 * employees**0.75 * rng.lognormvariate(0.0, 0.8)
         firmographics.append((industry, country, employees, potential))
@@ -163,7 +163,7 @@ def _make_account(
 ) -> SyntheticAccount:
     account_id = f"ACC-{number:05d}"
     persona = _persona_for(rng, quantile)
-    spec = _PERSONAS[persona]
+    spec = PERSONAS[persona]
     active_from = rng.uniform(0.65, 0.97) if persona == "new" else 0.0
     member = rng.random() < spec.loyalty_share
     if persona == "new":

@@ -67,9 +67,9 @@ COUNTRIES: dict[str, float] = {
 }
 ROLES: tuple[ContactRole, ...] = ("user", "buyer", "influencer", "decider", "gatekeeper")
 #: Roles of the second and further contacts (the first contact is always a buyer).
-_ROLE_WEIGHTS = (35, 10, 20, 22, 13)
+ROLE_WEIGHTS = (35, 10, 20, 22, 13)
 #: How likely a role is to engage with marketing relative to users/buyers.
-_ROLE_ENGAGEMENT: dict[str, float] = {
+ROLE_ENGAGEMENT: dict[str, float] = {
     "user": 1.0,
     "buyer": 1.0,
     "influencer": 0.9,
@@ -90,7 +90,7 @@ CATEGORIES: dict[str, tuple[str, float, float]] = {
     "it_hardware": ("ITH", 15.0, 1800.0),
 }
 #: What each industry tends to buy (relative weights; unlisted categories get 0.1).
-_INDUSTRY_NEEDS: dict[str, dict[str, float]] = {
+INDUSTRY_NEEDS: dict[str, dict[str, float]] = {
     "manufacturing": {"tools": 3, "fasteners": 3, "safety": 2, "electrical": 2, "workwear": 1.5},
     "construction": {"tools": 3, "fasteners": 3, "safety": 2.5, "workwear": 2, "hvac": 1.5},
     "healthcare": {"cleaning": 3, "safety": 2, "office": 2, "it_hardware": 1},
@@ -105,13 +105,13 @@ _INDUSTRY_NEEDS: dict[str, dict[str, float]] = {
 _SKUS_PER_CATEGORY = 30
 _CATALOGUE_SEED = 20_240_101
 
-_NAME_STEMS = (
+NAME_STEMS = (
     "Albers", "Alpen", "Atlas", "Becker", "Brandt", "Delta", "Dubois", "Evans", "Fischer",
     "Hansen", "Jansen", "Keller", "Kowalski", "Lambert", "Martin", "Meyer", "Nord", "Nowak",
     "Orion", "Peters", "Rhein", "Richter", "Rossi", "Schmidt", "Smith", "Summit", "Vector",
     "Vogel", "Wagner", "Weber",
 )  # fmt: skip
-_INDUSTRY_WORDS: dict[str, tuple[str, ...]] = {
+INDUSTRY_WORDS: dict[str, tuple[str, ...]] = {
     "manufacturing": ("Maschinenbau", "Precision", "Metallwerk", "Industries"),
     "construction": ("Bau", "Construction", "Builders", "Hochbau"),
     "healthcare": ("Klinik", "Care", "Medical", "Health"),
@@ -123,7 +123,7 @@ _INDUSTRY_WORDS: dict[str, tuple[str, ...]] = {
     "automotive": ("Automotive", "Fahrzeugteile", "Motors", "Autoteile"),
     "energy": ("Energie", "Power", "Solar", "Netz"),
 }
-_LEGAL_FORMS: dict[str, str] = {
+LEGAL_FORMS: dict[str, str] = {
     "DE": "GmbH", "AT": "GmbH", "CH": "AG", "FR": "SAS", "GB": "Ltd", "NL": "B.V.", "BE": "NV",
     "US": "Inc.", "CA": "Inc.", "PL": "Sp. z o.o.", "IT": "S.r.l.", "ES": "S.L.", "SE": "AB",
     "CZ": "s.r.o.", "DK": "ApS", "JP": "K.K.", "SG": "Pte. Ltd.", "AU": "Pty Ltd",
@@ -141,7 +141,7 @@ class _PersonaSpec:
     channels: dict[str, float]
 
 
-_PERSONAS: dict[str, _PersonaSpec] = {
+PERSONAS: dict[str, _PersonaSpec] = {
     "key_account": _PersonaSpec(
         (100, 220), 0.9, 4.0, (0.08, 0.18), (0.4, 0.9), 0.9,
         {"edi": 5, "sales_rep": 3, "web": 2, "phone": 1},
@@ -166,17 +166,17 @@ _PERSONAS: dict[str, _PersonaSpec] = {
 #: Share of accounts (by spend potential) that are key accounts.
 KEY_ACCOUNT_SHARE = 0.08
 #: Daily probabilities of behaviour changes: persona -> (new persona, probability).
-_DRIFT: dict[str, tuple[tuple[Persona, float], ...]] = {
+DRIFT: dict[str, tuple[tuple[Persona, float], ...]] = {
     "key_account": (("regular", 1 / 4000),),
     "regular": (("dormant", 1 / 3000), ("key_account", 1 / 6000)),
     "occasional": (("regular", 1 / 2500), ("dormant", 1 / 3000)),
     "new": (("dormant", 1 / 3000),),
     "dormant": (("regular", 1 / 2500),),  # win-back; only once the account has stopped
 }
-_WEEKDAY_FACTOR = (1.34, 1.34, 1.34, 1.34, 1.34, 0.15, 0.15)
-_MONTH_FACTOR = (0.9, 1.0, 1.1, 1.1, 1.05, 1.0, 0.9, 0.75, 1.1, 1.1, 1.05, 0.8)
-_TIERS = ((100_000, "platinum"), (25_000, "gold"), (5_000, "silver"), (0, "bronze"))
-_RETURN_PROBABILITY = 0.04
+WEEKDAY_FACTOR = (1.34, 1.34, 1.34, 1.34, 1.34, 0.15, 0.15)
+MONTH_FACTOR = (0.9, 1.0, 1.1, 1.1, 1.05, 1.0, 0.9, 0.75, 1.1, 1.1, 1.05, 0.8)
+TIERS = ((100_000, "platinum"), (25_000, "gold"), (5_000, "silver"), (0, "bronze"))
+RETURN_PROBABILITY = 0.04
 
 
 @functools.cache

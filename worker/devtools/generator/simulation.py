@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.devtools.generator.accounts import SyntheticAccount, SyntheticContact, _weighted
+from worker.devtools.generator.accounts import SyntheticAccount, SyntheticContact, weighted
 from worker.devtools.generator.catalogue import (
-    _DRIFT,
-    _MONTH_FACTOR,
-    _PERSONAS,
-    _RETURN_PROBABILITY,
-    _ROLE_ENGAGEMENT,
-    _TIERS,
-    _WEEKDAY_FACTOR,
     CATEGORIES,
     DAY,
+    DRIFT,
+    MONTH_FACTOR,
+    PERSONAS,
+    RETURN_PROBABILITY,
+    ROLE_ENGAGEMENT,
     ROLES,
+    TIERS,
+    WEEKDAY_FACTOR,
     YEAR,
     EventDict,
     Persona,
@@ -33,10 +33,10 @@ from worker.devtools.generator.catalogue import (
 )
 
 
-def _iso(moment: datetime) -> str:
+def event_time_text(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and ``Z``.
 
-    >>> _iso(datetime(2025, 3, 1, 9, 30, tzinfo=UTC))
+    >>> event_time_text(datetime(2025, 3, 1, 9, 30, tzinfo=UTC))
     '2025-03-01T09:30:00.000Z'
     """
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -52,7 +52,7 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 
 def _tier(points_12m: int) -> str:
-    return next(name for threshold, name in _TIERS if points_12m >= threshold)
+    return next(name for threshold, name in TIERS if points_12m >= threshold)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class _AccountState:
 
     @property
     def mean_basket(self) -> float:
-        spend = self.account.annual_potential * _PERSONAS[self.persona].wallet_share
+        spend = self.account.annual_potential * PERSONAS[self.persona].wallet_share
         return spend / max(self.orders_per_year, 1.0)
 
     def tier(self, at: datetime) -> str:
@@ -133,7 +133,7 @@ class _AccountState:
 Action = Callable[[datetime], list[TopicEvent]]
 
 
-class _Simulation:
+class Simulation:
     """Discrete-event simulation: a queue of timed actions that emit events and schedule more.
 
     State changes happen when an action runs, in event-time order, so balances, tiers and
@@ -216,7 +216,7 @@ class _Simulation:
     def _plan_day(self, day: datetime) -> None:
         rng = self.rng
         self._plan_campaigns(day)
-        activity = _WEEKDAY_FACTOR[day.weekday()] * _MONTH_FACTOR[day.month - 1]
+        activity = WEEKDAY_FACTOR[day.weekday()] * MONTH_FACTOR[day.month - 1]
         for state in self.states:
             self._drift(state, day)
             if state.active(day):
@@ -241,14 +241,14 @@ class _Simulation:
             return
         if state.persona == "dormant" and state.active(day):
             return  # not stopped yet
-        for persona, probability in _DRIFT[state.persona]:
+        for persona, probability in DRIFT[state.persona]:
             if self.rng.random() < probability:
                 self._change_persona(state, persona, day)
                 return
 
     def _change_persona(self, state: _AccountState, persona: Persona, day: datetime) -> None:
         state.persona = persona
-        state.orders_per_year = self.rng.uniform(*_PERSONAS[persona].orders_per_year)
+        state.orders_per_year = self.rng.uniform(*PERSONAS[persona].orders_per_year)
         state.active_until = day if persona == "dormant" else None
 
     def _plan_loyalty(self, state: _AccountState, day: datetime) -> None:
@@ -313,7 +313,7 @@ class _Simulation:
     def _lines(self, state: _AccountState, category_hint: str | None) -> list[EventDict]:
         rng = self.rng
         account = state.account
-        spec = _PERSONAS[state.persona]
+        spec = PERSONAS[state.persona]
         basket = state.mean_basket * rng.lognormvariate(-0.18, 0.6)  # mean = mean_basket
         n_lines = 1 + min(24, int(rng.expovariate(1 / spec.extra_lines)))
         categories = [c for c, _ in account.category_weights]
@@ -357,7 +357,7 @@ class _Simulation:
         state.orders += 1
         state.last_order_at = at
         order_id = f"{state.account.account_id}-O{state.orders:05d}"
-        channels = _PERSONAS[state.persona].channels
+        channels = PERSONAS[state.persona].channels
         event = {
             "type": "order_placed",
             "account_id": state.account.account_id,
@@ -366,7 +366,7 @@ class _Simulation:
             "currency": "EUR",
             "total": total,
             "lines": lines,
-            "channel": "web" if category_hint else _weighted(rng, channels),
+            "channel": "web" if category_hint else weighted(rng, channels),
         }
         if state.member(at) and total >= 1:
             points = min(10_000_000, int(total))
@@ -374,7 +374,7 @@ class _Simulation:
                 self._points_earned, state, points, "purchase", contact.contact_id
             )
             self._schedule(at + timedelta(minutes=rng.uniform(1, 30)), action)
-        if rng.random() < _RETURN_PROBABILITY:
+        if rng.random() < RETURN_PROBABILITY:
             returned = functools.partial(self._return, state, order_id, rng.choice(lines))
             self._schedule(at + timedelta(days=rng.uniform(2, 30)), returned)
         return [("orders", event)]
@@ -501,7 +501,7 @@ class _Simulation:
         if rng.random() < 0.002 + 0.006 * (1 - resp):
             self._schedule(at + timedelta(hours=rng.expovariate(1 / 12)), step("unsubscribed"))
             return
-        p_open = theme.open_rate * (0.3 + 1.4 * resp) * _ROLE_ENGAGEMENT[contact.role]
+        p_open = theme.open_rate * (0.3 + 1.4 * resp) * ROLE_ENGAGEMENT[contact.role]
         if rng.random() >= min(0.95, p_open):
             return
         at += timedelta(hours=min(72.0, rng.expovariate(1 / 5)))

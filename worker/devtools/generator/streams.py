@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from worker.core.events import MAX_CLOCK_SKEW
 from worker.devtools.generator.accounts import SyntheticAccount
 from worker.devtools.generator.catalogue import DEFAULT_HISTORY_DAYS, DEFAULT_SPEEDUP, TopicEvent
-from worker.devtools.generator.simulation import _iso, _Simulation
+from worker.devtools.generator.simulation import Simulation, event_time_text
 
 
 def _stamped(at: datetime, topic_event: TopicEvent) -> TopicEvent:
@@ -19,7 +19,7 @@ def _stamped(at: datetime, topic_event: TopicEvent) -> TopicEvent:
     envelope = {
         "type": event.pop("type"),
         "event_id": event.pop("event_id"),
-        "occurred_at": _iso(at),
+        "occurred_at": event_time_text(at),
     }
     return topic, {**envelope, **event}
 
@@ -69,7 +69,7 @@ def generate_events(
     end = start + timedelta(days=days)
     if end > datetime.now(UTC) + MAX_CLOCK_SKEW:
         raise ValueError(f"start + days = {end.isoformat()} lies in the future")
-    simulation = _Simulation(accounts, rng, start, days, id_prefix)
+    simulation = Simulation(accounts, rng, start, days, id_prefix)
     return (_stamped(at, topic_event) for at, topic_event in simulation.run_until(end))
 
 
@@ -79,7 +79,7 @@ def utc_now() -> datetime:
 
 
 def _live(
-    simulation: _Simulation,
+    simulation: Simulation,
     sim_origin: datetime,
     speedup: float,
     now_fn: Callable[[], datetime],
@@ -132,7 +132,7 @@ def live_events(
     ['account_profile', 'account_profile', 'account_profile', 'account_profile', 'account_profile']
     """
     origin = now_fn()
-    simulation = _Simulation(accounts, rng, origin, None, id_prefix)
+    simulation = Simulation(accounts, rng, origin, None, id_prefix)
     return _live(simulation, origin, speedup, now_fn, sleep_fn, max_sleep)
 
 
@@ -170,7 +170,7 @@ def demo_events(
     """
     now = now_fn()
     start = now - timedelta(days=history_days)
-    simulation = _Simulation(accounts, rng, start, history_days, id_prefix)
+    simulation = Simulation(accounts, rng, start, history_days, id_prefix)
     for at, topic_event in simulation.run_until(now):
         yield _stamped(at, topic_event)
     yield from _live(simulation, now, speedup, now_fn, sleep_fn, max_sleep)
