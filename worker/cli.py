@@ -93,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     imports = commands.add_parser("import-orders", help="back-fill orders from a CSV export")
     imports.add_argument("path", type=Path)
     imports.add_argument("--dry-run", action="store_true", help="parse and report only")
+    imports.add_argument(
+        "--via-kafka",
+        action="store_true",
+        help="produce the events to the orders topic for the worker to stream (slow; emits"
+        " every historical change) instead of folding them into the state store",
+    )
+    imports.add_argument(
+        "--processes",
+        type=int,
+        default=min(os.cpu_count() or 1, 4),
+        help="processes folding the history into the state (default: cores, at most 4)",
+    )
     imports.set_defaults(handler=cmd_import_orders)
 
     erase = commands.add_parser("erase", help="erase an account's data (GDPR)")
@@ -242,25 +254,37 @@ def cmd_import_orders(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from worker.ops.importer import ImportFileError, format_report, import_orders
+    from worker.ops.importer.direct import import_into_state
 
     console = Console(stderr=True)
     settings = Settings()
     if not args.dry_run:
         _require(settings, "kafka_bootstrap_servers")
+        if not args.via_kafka:
+            _require(settings, "redis_url")
+    if args.processes < 1:
+        console.print("[red]--processes must be at least 1")
+        return 2
+    verb = "produced" if args.via_kafka else "imported"
 
     def progress(done: int, total: int) -> None:
-        console.print(f"{done}/{total} events produced", highlight=False)
+        console.print(f"{done}/{total} events {verb}", highlight=False)
 
     try:
-        report = import_orders(
-            args.path,
-            settings.kafka_bootstrap_servers or "",
-            settings.topic_orders,
-            on_progress=progress,
-            dry_run=args.dry_run,
-            client_options=kafka_client_options(settings),
-            earliest_event_time=settings.earliest_event_time,
-        )
+        if args.dry_run or args.via_kafka:
+            report = import_orders(
+                args.path,
+                settings.kafka_bootstrap_servers or "",
+                settings.topic_orders,
+                on_progress=progress,
+                dry_run=args.dry_run,
+                client_options=kafka_client_options(settings),
+                earliest_event_time=settings.earliest_event_time,
+            )
+        else:
+            report = import_into_state(
+                settings, args.path, processes=args.processes, on_progress=progress
+            )
     except ImportFileError as error:
         console.print(f"[red]{args.path}: {error}")
         return 2

@@ -44,9 +44,9 @@ class BatchResult:
     #: (``Impact.redefined``; None: not known); only when asked (``segworker recompute``)
     redefined: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
-    def count(self, event_type: str, outcome: str) -> None:
+    def count(self, event_type: str, outcome: str, events: int = 1) -> None:
         key = (event_type, outcome)
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        self.outcomes[key] = self.outcomes.get(key, 0) + events
 
 
 Mutation = Callable[[dict[str, AccountState], Globals], BatchResult]
@@ -100,7 +100,7 @@ class StateStore(Protocol):
     async def save_profiles(self, profiles: dict[str, Any]) -> None: ...
 
     # value (ABC cut-offs)
-    async def revenues(self) -> list[float]: ...
+    async def revenues(self) -> dict[str, float]: ...
 
     async def accounts_with_revenue_between(self, low: float, high: float) -> list[str]: ...
 

@@ -229,10 +229,10 @@ class RedisStateStore:
         raw = await self.redis.zrangebyscore(self.due_key, "-inf", until, start=0, num=limit)
         return [_text(account) for account in raw]
 
-    async def revenues(self) -> list[float]:
+    async def revenues(self) -> dict[str, float]:
         """Trailing-year revenue of every account with revenue (for the ABC cut-offs)."""
         pairs = await self.redis.zrange(self.revenue_key, 0, -1, withscores=True)
-        return [score for _, score in pairs]
+        return {_text(account): score for account, score in pairs}
 
     async def accounts_with_revenue_between(self, low: float, high: float) -> list[str]:
         raw = await self.redis.zrangebyscore(self.revenue_key, low, high)

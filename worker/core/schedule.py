@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from worker.core.definitions import Definitions
-from worker.core.families import Families, as_families
+from worker.core.families import Families, Family, as_families
 from worker.core.features import (
     CATEGORY_BUCKET_DAYS,
     DAILY_INPUT,
@@ -62,18 +62,32 @@ class Schedule:
         self.families = as_families(families)
 
     def next_due(
-        self, state: AccountState, shared: Globals = NO_GLOBALS, view: FeatureView | None = None
+        self,
+        state: AccountState,
+        shared: Globals = NO_GLOBALS,
+        view: FeatureView | None = None,
+        only: Container[str] | None = None,
     ) -> float | None:
         """Epoch seconds of the next moment a re-evaluation could change a membership:
         the window, role and category edges of the account's rows (whatever the
         families read: an over-approximation), and what each family bound to
         ``shared`` says of itself (``Family.next_due``: a days-since feature crossing a
         constant, a hold ending, another centroid winning). ``view``: the account's
-        features now, if the caller has them."""
+        features now, if the caller has them. ``only``: the moments that may change
+        these families (edges of the state attributes they read only; a family whose
+        inputs are not known reads all)."""
         today = state.now_day
-        days = [*_window_edges(state, today), *_role_edges(state), *_category_edges(state)]
+        families = self.families.bind(shared)
+        if only is not None:
+            families = tuple(family for family in families if family.id in only)
+            read = _read_by(families)
+        days = [
+            *_window_edges(state, today, None if only is None else read),
+            *(_role_edges(state) if only is None or "roles" in read else ()),
+            *(_category_edges(state) if only is None or "categories" in read else ()),
+        ]
         moments: list[float] = [day * DAY for day in days if day > today]
-        for family in self.families.bind(shared):
+        for family in families:
             if view is None:
                 view = FeatureView(state, today, shared)
             moment = family.next_due(state, view)
@@ -83,8 +97,22 @@ class Schedule:
         return min(future) if future else None
 
 
-def _window_edges(state: AccountState, today: int) -> list[int]:
-    return [edge for table in TABLES for edge in _table_edges(getattr(state, table), today)]
+def _read_by(families: Iterable[Family]) -> frozenset[str]:
+    """The state attributes the families read (every table, when one does not say)."""
+    read: set[str] = set()
+    for family in families:
+        inputs = family.inputs()
+        read.update(inputs if inputs is not None else (*TABLES, "roles", "categories"))
+    return frozenset(read)
+
+
+def _window_edges(state: AccountState, today: int, read: Container[str] | None = None) -> list[int]:
+    return [
+        edge
+        for table in TABLES
+        if read is None or table in read
+        for edge in _table_edges(getattr(state, table), today)
+    ]
 
 
 def _table_edges(rows: list[list[Any]], today: int) -> list[int]:

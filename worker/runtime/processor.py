@@ -32,6 +32,7 @@ from worker.adapters.factory import TRANSIENT_ERRORS
 from worker.config.clusterings import clusterings
 from worker.config.settings import Settings
 from worker.core import value
+from worker.core.backfill import fold_history, memory_windows
 from worker.core.decoding import Record, decode_record
 from worker.core.definitions import Definitions
 from worker.core.events import AccountErased, AnyInputEvent, DeadLetter, SegmentChanged
@@ -160,11 +161,26 @@ class BatchProcessor:
             )
         return len(accounts)
 
-    async def refresh_thresholds(self) -> int:
-        """Recompute the ABC cut-offs; re-evaluate the accounts they move. Returns that count."""
+    async def refresh_thresholds(
+        self,
+        revenues: Mapping[str, float] | None = None,
+        *,
+        paced: bool = True,
+        skip: Container[str] = (),
+    ) -> int:
+        """Recompute the ABC cut-offs; re-evaluate the accounts they move. Returns that count.
+
+        ``revenues``: account -> trailing-year revenue to compute them from, when the
+        caller knows better than the store's index (an import about to write its
+        accounts: ``worker.ops.importer.direct``), whose accounts in ``skip`` are left
+        to the caller; ``paced=False``: re-evaluate at full speed (no event agent to
+        give way to).
+        """
         stored = await self.store.load_thresholds()
+        if revenues is None:
+            revenues = await self.store.revenues()
         computed = value.compute_thresholds(
-            await self.store.revenues(), self.settings.value_a_share, self.settings.value_b_share
+            revenues.values(), self.settings.value_a_share, self.settings.value_b_share
         )
         new = value.thresholds_to_dict(computed)
         if stored is not None and value.same_cutoffs(stored, new):
@@ -174,10 +190,19 @@ class BatchProcessor:
         old = value.thresholds_from_dict(stored) if stored else None
         moved = 0
         step = self.settings.cluster_reassign_batch_size
+        cause = f"thresholds:{computed.version}"
         for low, high in value.affected_revenue_range(old, computed):
-            accounts = await self.store.accounts_with_revenue_between(low, high)
-            chunks = (accounts[i : i + step] for i in range(0, len(accounts), step))
-            await self._paced(chunks, f"thresholds:{computed.version}")
+            accounts = [
+                account
+                for account in await self.store.accounts_with_revenue_between(low, high)
+                if account not in skip
+            ]
+            chunks = [accounts[i : i + step] for i in range(0, len(accounts), step)]
+            if paced:
+                await self._paced(chunks, cause)
+            else:
+                for chunk in chunks:
+                    await self.reevaluate(chunk, cause)
             moved += len(accounts)
         log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
         return moved
@@ -263,6 +288,61 @@ class BatchProcessor:
             total.changes.extend(result.changes)
             total.redefined.update(result.redefined)
         return total
+
+    async def import_history(
+        self, history: Mapping[str, Sequence[AnyInputEvent]], end: float, cause: str
+    ) -> BatchResult:
+        """Fold imported history straight into the states of its accounts, in one atomic
+        update (``worker.core.backfill``), and deliver the net changes.
+
+        ``history``: account -> its imported events in event-time order; ``end``: the
+        stream time the import reaches; ``cause``: the import's (``imp-`` + digest). The
+        update watches the accounts' states like a batch of the worker's, so a running
+        worker and an import write an account in turn, and events applied already are
+        skipped (a re-import, or a partly finished one, applies only the rest).
+        """
+        result = await self._retrying(
+            "redis",
+            lambda: self.store.update_batch(
+                history,
+                lambda states, globals: self._fold(states, globals, history, end, cause),
+            ),
+        )
+        await self.deliver(result.changes, result.resend)
+        self._send_samples_later(result.samples)
+        return result
+
+    def _fold(
+        self,
+        states: dict[str, AccountState],
+        globals: Globals,
+        history: Mapping[str, Sequence[AnyInputEvent]],
+        end: float,
+        cause: str,
+    ) -> BatchResult:
+        result = BatchResult()
+        windows = memory_windows(self.families, globals)
+        for account, events in history.items():
+            folded = fold_history(
+                states[account],
+                events,
+                self.families,
+                end=end,
+                cause=cause,
+                windows=windows,
+                globals=globals,
+                impact=self.impact,
+                schedule=self.schedule,
+            )
+            result.count("import", "duplicate", folded.duplicates)
+            result.count("import", "applied", folded.applied)
+            result.count("import", "evaluated", folded.evaluations)
+            if folded.applied:
+                result.changed_accounts.add(account)
+                result.changes.extend(folded.changes)
+                result.clock = max(result.clock, folded.clock)
+        self._index(states, globals, result, complete=True)
+        return result
 
     async def deliver(
         self, changes: Sequence[SegmentChanged], resend: Sequence[SegmentChanged] = ()
@@ -465,6 +545,10 @@ class BatchProcessor:
             task = asyncio.ensure_future(self._send_samples(samples))
             self._sample_sends.add(task)  # a reference until done, or it may be collected
             task.add_done_callback(self._sample_sends.discard)
+
+    async def samples_sent(self) -> None:
+        """Wait for the training samples on their way (before a command exits)."""
+        await asyncio.gather(*self._sample_sends)
 
     async def _send_samples(self, samples: Sequence[dict[str, Any]]) -> None:
         # Training samples are best effort: a lost one only makes the model learn less.

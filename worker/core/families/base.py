@@ -79,6 +79,14 @@ class Family(ABC):
     def model_token(self) -> str | None:
         return None
 
+    def memory_seconds(self) -> float:
+        """How far back the family's answer can depend on earlier evaluations: the
+        longest chain of holds (``enter_after`` + ``min_dwell`` + ``exit_grace``) of its
+        segments; 0 when its answer follows from the features alone (a cluster family:
+        from them and the account's cluster before, whenever that was;
+        ``worker.core.backfill`` evaluates imported history over this stretch only)."""
+        return 0.0
+
     def next_due(self, state: AccountState, view: FeatureView) -> float | None:
         """Epoch seconds of the first moment time alone may change this family's answer,
         beyond the window, role and category edges every account is swept at anyway

@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -105,6 +106,22 @@ class RuleFamily(Family):
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.definition.model_dump_json().encode()).hexdigest()[:12]
+
+    def memory_seconds(self) -> float:
+        # A min_dwell hold ends a fixed time after the entry, and the entry may itself
+        # have waited for an earlier hold to end: a chain that can go back to the first
+        # event (an account re-qualifying within each dwell). enter_after and exit_grace
+        # alone wait for the account's own conditions, which reset them.
+        if any(segment.min_dwell is not None for segment in self.definition.segments):
+            return math.inf
+        return max(
+            sum(
+                hold.total_seconds()
+                for hold in (segment.enter_after, segment.exit_grace)
+                if hold is not None
+            )
+            for segment in self.definition.segments
+        )
 
     def next_due(self, state: AccountState, view: FeatureView) -> float | None:
         """The day a days-since feature crosses a constant of a condition (the day it

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import math
 import operator
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -104,6 +105,11 @@ class ImportPlan:
     def __len__(self) -> int:
         return len(self._planned)
 
+    @property
+    def end(self) -> datetime | None:
+        """The latest event time (None: no events); the plan is sorted by then."""
+        return self._planned[-1].occurred_at if self._planned else None
+
     def reject(self, error: RowError) -> None:
         """Count a skipped row (and keep it if it is one of the first `MAX_EXAMPLES`)."""
         self.errors[error.reason] += 1
@@ -134,16 +140,25 @@ class ImportPlan:
         """Event-time order; the file's order among equal times (the sort is stable)."""
         self._planned.sort(key=operator.attrgetter("occurred_at", "line"))
 
-    def events(self, *, validate: bool = False) -> Iterator[EventDict]:
+    def events(
+        self, *, validate: bool = False, part: tuple[int, int] = (0, 1)
+    ) -> Iterator[EventDict]:
         """The events in event-time order (file order among equal times).
 
         With ``validate``, every event is checked with `worker.core.events.decode_input` (at the
         plan's floor) first (a guard against bugs here: only valid events are built).
+        ``part=(i, n)``: only the events of the accounts whose id hashes to ``i`` of ``n``
+        (`account_part`), for an import split over processes.
         """
+        index, count = part
         by_time = operator.attrgetter("occurred_at")
         for _, same_time in itertools.groupby(self._planned, key=by_time):
             occurrences: Counter[tuple[str, ...]] = Counter()
             for planned in same_time:
+                if count > 1:
+                    row = planned.first if isinstance(planned, _Order) else planned
+                    if account_part(row.account_id, count) != index:
+                        continue
                 if isinstance(planned, _Order):
                     event = _order_event(planned)
                 elif planned.order_id is not None and not planned.returned:
@@ -155,6 +170,15 @@ class ImportPlan:
                 if validate:
                     decode_input(encode(event), self.earliest_event_time)
                 yield event
+
+
+def account_part(account_id: str, parts: int) -> int:
+    """Which of ``parts`` parts an account belongs to (stable across processes and runs).
+
+    >>> account_part("ACME", 1), account_part("ACME", 2) in (0, 1)
+    (0, True)
+    """
+    return zlib.crc32(account_id.encode()) % parts
 
 
 def plan_import(

@@ -41,9 +41,18 @@ class ImportReport:
     ignored_columns: list[str] = field(default_factory=list)
     dry_run: bool = False
     earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME
+    #: where the events went: ``kafka`` (the orders topic) or ``state`` (folded into the
+    #: state store, ``worker.ops.importer.direct``); the rest is about the latter
+    target: str = "kafka"
+    accounts: int = 0
+    duplicates: int = 0
+    #: ``"family/segment entered|exited"`` -> net changes emitted
+    changes: dict[str, int] = field(default_factory=dict)
+    #: other accounts the import's new ABC cut-offs re-evaluated
+    cutoff_moves: int = 0
 
 
-def _open_plan(path: Path, now: datetime | None, earliest_event_time: datetime) -> ImportPlan:
+def open_plan(path: Path, now: datetime | None, earliest_event_time: datetime) -> ImportPlan:
     try:
         with path.open(encoding="utf-8-sig", newline="") as file:
             return plan_import(file, now=now, earliest_event_time=earliest_event_time)
@@ -102,7 +111,7 @@ def import_orders(
         again is safe, see the module docstring).
     """
     started = time.monotonic()
-    plan = _open_plan(path, now, earliest_event_time)
+    plan = open_plan(path, now, earliest_event_time)
     parse_seconds = time.monotonic() - started
     produced = 0
     if len(plan) and not dry_run:
@@ -163,12 +172,30 @@ def format_report(report: ImportReport) -> str:
             f"Checked {report.rows:,} rows in {report.seconds:.1f} s: {report.imported:,} valid,"
             f" {report.events:,} events to produce (dry run)."
         )
+    elif report.target == "state":
+        head = (
+            f"Imported {report.imported:,} of {report.rows:,} rows as {report.events:,} events"
+            f" into the state of {report.accounts:,} accounts in {report.seconds:.1f} s"
+            f" ({report.events_per_second:,.0f} events/s)."
+        )
     else:
         head = (
             f"Imported {report.imported:,} of {report.rows:,} rows as {report.events:,} events"
             f" in {report.seconds:.1f} s ({report.events_per_second:,.0f} events/s)."
         )
     lines = [head]
+    if report.target == "state":
+        if report.duplicates:
+            lines.append(f"{report.duplicates:,} events were applied before (skipped).")
+        total = sum(report.changes.values())
+        lines.append(
+            f"Segment changes emitted (per account and segment, before -> after the import):"
+            f" {total:,}" + (":" if total else ".")
+        )
+        width = max((len(key) for key in report.changes), default=0)
+        lines += [f"  {key:{width}}  {count:,}" for key, count in report.changes.items()]
+        if report.cutoff_moves:
+            lines.append(f"New ABC cut-offs re-evaluated {report.cutoff_moves:,} other accounts.")
     if report.ignored_columns:
         lines.append(f"Ignored columns: {', '.join(report.ignored_columns)}")
     if report.skipped:
