@@ -169,6 +169,21 @@ class Impact:
             return families
         return families | self._unmoved_models(state, event, moment, globals)
 
+    def untouched_by(self, state: AccountState, event: AnyInputEvent) -> frozenset[str]:
+        """Families whose inputs ``event`` leaves as they are (ask before applying it).
+
+        Unlike :meth:`unaffected` this does not vouch for time: the caller has just
+        evaluated the account at every due time up to the event
+        (``worker.core.backfill``).
+        """
+        families = self._unaffected.get(type(event), frozenset())
+        pruned = _pruned(state, event.occurred_at.timestamp())
+        if pruned and families:
+            families = frozenset(
+                f for f in families if not (self.inputs[f] or frozenset()) & pruned
+            )
+        return families
+
     def unchanged(
         self, state: AccountState, at: float | None, previous: Mapping[str, Mapping[str, str]]
     ) -> frozenset[str]:

@@ -29,10 +29,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from worker.adapters.factory import TRANSIENT_ERRORS
+from worker.adapters.state_codec import encode_state
 from worker.config.clusterings import clusterings
 from worker.config.settings import Settings
 from worker.core import value
-from worker.core.backfill import fold_history, memory_windows
+from worker.core.backfill import AccountFold, memory_windows
 from worker.core.decoding import Record, decode_record
 from worker.core.definitions import Definitions
 from worker.core.events import AccountErased, AnyInputEvent, DeadLetter, SegmentChanged
@@ -290,24 +291,33 @@ class BatchProcessor:
         return total
 
     async def import_history(
-        self, history: Mapping[str, Sequence[AnyInputEvent]], end: float, cause: str
+        self,
+        history: Mapping[str, Sequence[AnyInputEvent]],
+        end: float,
+        cause: str,
+        prepared: Mapping[str, tuple[bytes, AccountFold]] | None = None,
     ) -> BatchResult:
         """Fold imported history straight into the states of its accounts, in one atomic
         update (``worker.core.backfill``), and deliver the net changes.
 
         ``history``: account -> its imported events in event-time order; ``end``: the
-        stream time the import reaches; ``cause``: the import's (``imp-`` + digest). The
-        update watches the accounts' states like a batch of the worker's, so a running
-        worker and an import write an account in turn, and events applied already are
-        skipped (a re-import, or a partly finished one, applies only the rest).
+        stream time the import reaches; ``cause``: the import's (``imp-`` + digest).
+        ``prepared``: account -> (the stored form of the state it started from, its fold
+        applied but not finished), from a first pass; used where the stored state is
+        still that one, folded again from the fresh state where not. The update watches
+        the accounts' states like a batch of the worker's, so a running worker and an
+        import write an account in turn, and events applied already are skipped (a
+        re-import, or a partly finished one, applies only the rest).
         """
-        result = await self._retrying(
-            "redis",
-            lambda: self.store.update_batch(
-                history,
-                lambda states, globals: self._fold(states, globals, history, end, cause),
-            ),
-        )
+        attempts = 0
+
+        def mutate(states: dict[str, AccountState], globals: Globals) -> BatchResult:
+            nonlocal attempts
+            attempts += 1  # a prepared fold is finished once: not again on a retry
+            ready = prepared if attempts == 1 else None
+            return self._fold(states, globals, history, end, cause, ready)
+
+        result = await self._retrying("redis", lambda: self.store.update_batch(history, mutate))
         await self.deliver(result.changes, result.resend)
         self._send_samples_later(result.samples)
         return result
@@ -319,21 +329,20 @@ class BatchProcessor:
         history: Mapping[str, Sequence[AnyInputEvent]],
         end: float,
         cause: str,
+        prepared: Mapping[str, tuple[bytes, AccountFold]] | None,
     ) -> BatchResult:
         result = BatchResult()
         windows = memory_windows(self.families, globals)
         for account, events in history.items():
-            folded = fold_history(
-                states[account],
-                events,
-                self.families,
-                end=end,
-                cause=cause,
-                windows=windows,
-                globals=globals,
-                impact=self.impact,
-                schedule=self.schedule,
-            )
+            before, fold = (prepared or {}).get(account, (b"", None))
+            if fold is not None and encode_state(states[account]) == before:
+                states[account] = fold.state
+            else:
+                fold = AccountFold(
+                    states[account], self.families, end, cause, windows, self.impact, self.schedule
+                )
+                fold.apply(events, globals)
+            folded = fold.finish(globals)
             result.count("import", "duplicate", folded.duplicates)
             result.count("import", "applied", folded.applied)
             result.count("import", "evaluated", folded.evaluations)

@@ -139,6 +139,24 @@ def test_folding_the_same_history_again_applies_and_emits_nothing(history):
 
 def test_how_far_back_each_family_is_evaluated():
     windows = memory_windows(FAMILIES)
-    assert windows["value"] == 86_400  # no holds: the last day
-    assert windows["needs"] == 2 * 16 * 86_400 + 86_400  # enter_after 2d + exit_grace 14d
+    assert windows["value"] == 0  # no holds: the evaluation at the end only
+    # enter_after 2d + exit_grace 14d (needs), the longest bounded chain: one window
+    assert windows["needs"] == windows["apriori"] == 2 * 16 * 86_400 + 86_400
     assert windows["program"] == math.inf  # min_dwell: from the first event on
+
+
+def test_an_account_is_not_evaluated_before_its_first_event():
+    """A customer whose first order is the import's last event: its placeholder segments
+    (``enter_after: 1h``) are pending at the end, as streaming leaves them."""
+    from worker.core.events import OrderPlaced
+
+    end = TEST_NOW.timestamp()
+    order = OrderPlaced(
+        event_id="imp-new", account_id="NEW", occurred_at=TEST_NOW, order_id="o-1", total=9.0
+    )
+    state = AccountState("NEW")
+    folded = fold(state, [order], end)
+    reference, _ = streamed([order], FAMILIES, end)
+    assert members(state) == members(reference)
+    assert state.pending == reference.pending and "apriori" in state.pending
+    assert ("apriori", "unprofiled") not in {(c.family, c.segment_id) for c in folded.changes}

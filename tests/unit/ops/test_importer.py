@@ -32,6 +32,7 @@ from worker.ops.importer import (
     parse_rows,
     plan_import,
 )
+from worker.ops.importer.direct import event_model
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 BENCH = Path(__file__).resolve().parents[3] / "bench" / "make_order_history.py"
@@ -501,6 +502,44 @@ def test_every_event_validates(rows: list[tuple[str, ...]]) -> None:
         assert decoded.model_dump(mode="json", exclude_defaults=True).keys() <= event.keys()
     assert len({event["event_id"] for event in events}) == len(events)
     assert [e["occurred_at"] for e in events] == sorted(e["occurred_at"] for e in events)
+
+
+def _csv(rows: list[tuple[str, ...]]) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(_GOOD_ROW, st.tuples(*[_CELL] * 7)), max_size=30))
+def test_the_direct_import_builds_the_models_validation_builds(rows: list[tuple[str, ...]]) -> None:
+    """``event_model`` skips validation: it must give exactly what ``decode_input`` gives."""
+    plan = plan_import(io.StringIO(_csv(rows)), now=NOW)
+    for event in plan.events():
+        built, validated = event_model(event), decode_input(encode(event))
+        assert built == validated
+        assert built.model_dump(mode="json") == validated.model_dump(mode="json")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.one_of(_GOOD_ROW, st.tuples(*[_CELL] * 7)), max_size=30),
+    st.integers(min_value=2, max_value=4),
+)
+def test_planning_in_parts_plans_the_same_events_and_counts(
+    rows: list[tuple[str, ...]], parts: int
+) -> None:
+    text = _csv(rows)
+    whole = plan_import(io.StringIO(text), now=NOW)
+    split = [plan_import(io.StringIO(text), now=NOW, part=(i, parts)) for i in range(parts)]
+    events = sorted((e for plan in split for e in plan.events()), key=lambda e: e["event_id"])
+    assert events == sorted(whole.events(), key=lambda e: e["event_id"])
+    assert sum(plan.rows for plan in split) == whole.rows
+    assert sum((plan.errors for plan in split), Counter()) == whole.errors
+    accounts = [{e["account_id"] for e in plan.events()} for plan in split]
+    assert sum(map(len, accounts)) == len(set().union(*accounts))  # each in one part
 
 
 # ----------------------------------------------------------------------------- bench CSV

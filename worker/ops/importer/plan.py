@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import math
 import operator
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -140,25 +139,16 @@ class ImportPlan:
         """Event-time order; the file's order among equal times (the sort is stable)."""
         self._planned.sort(key=operator.attrgetter("occurred_at", "line"))
 
-    def events(
-        self, *, validate: bool = False, part: tuple[int, int] = (0, 1)
-    ) -> Iterator[EventDict]:
+    def events(self, *, validate: bool = False) -> Iterator[EventDict]:
         """The events in event-time order (file order among equal times).
 
         With ``validate``, every event is checked with `worker.core.events.decode_input` (at the
         plan's floor) first (a guard against bugs here: only valid events are built).
-        ``part=(i, n)``: only the events of the accounts whose id hashes to ``i`` of ``n``
-        (`account_part`), for an import split over processes.
         """
-        index, count = part
         by_time = operator.attrgetter("occurred_at")
         for _, same_time in itertools.groupby(self._planned, key=by_time):
             occurrences: Counter[tuple[str, ...]] = Counter()
             for planned in same_time:
-                if count > 1:
-                    row = planned.first if isinstance(planned, _Order) else planned
-                    if account_part(row.account_id, count) != index:
-                        continue
                 if isinstance(planned, _Order):
                     event = _order_event(planned)
                 elif planned.order_id is not None and not planned.returned:
@@ -172,24 +162,17 @@ class ImportPlan:
                 yield event
 
 
-def account_part(account_id: str, parts: int) -> int:
-    """Which of ``parts`` parts an account belongs to (stable across processes and runs).
-
-    >>> account_part("ACME", 1), account_part("ACME", 2) in (0, 1)
-    (0, True)
-    """
-    return zlib.crc32(account_id.encode()) % parts
-
-
 def plan_import(
     lines: Iterable[str] | TextIO,
     *,
     now: datetime | None = None,
     earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME,
+    part: tuple[int, int] = (0, 1),
 ) -> ImportPlan:
     """Parse, merge the rows of each order and sort by event time (all in memory).
 
-    ``now`` and ``earliest_event_time`` bound the rows' dates, as in `parse_rows`.
+    ``now`` and ``earliest_event_time`` bound the rows' dates, as in `parse_rows`;
+    ``part=(i, n)``: the rows of the accounts of part ``i`` of ``n`` only (`parse_rows`).
 
     Memory is about 300 bytes per row (rows are tuples; dates, accounts, contacts and
     categories are shared objects), so a few million rows fit comfortably.
@@ -206,6 +189,7 @@ def plan_import(
         now=now,
         on_ignored_columns=plan.ignored_columns.extend,
         earliest_event_time=earliest_event_time,
+        part=part,
     )
     for item in rows:
         plan.rows += 1

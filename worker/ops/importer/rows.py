@@ -6,6 +6,7 @@ import csv
 import itertools
 import re
 import unicodedata
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -330,12 +331,22 @@ def _records(source: Iterable[str]) -> Iterator[tuple[int, list[str] | csv.Error
             yield start, cells
 
 
+def account_part(account_id: str, parts: int) -> int:
+    """Which of ``parts`` parts an account belongs to (stable across processes and runs).
+
+    >>> account_part("ACME", 1), account_part("ACME", 2) in (0, 1)
+    (0, True)
+    """
+    return zlib.crc32(account_id.encode()) % parts
+
+
 def parse_rows(
     lines: Iterable[str] | TextIO,
     *,
     now: datetime | None = None,
     on_ignored_columns: Callable[[list[str]], None] | None = None,
     earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME,
+    part: tuple[int, int] = (0, 1),
 ) -> Iterator[ParsedRow | RowError]:
     """Parse an ERP order export; yield a `ParsedRow` or a `RowError` per data row.
 
@@ -355,6 +366,10 @@ def parse_rows(
     earliest_event_time
         Rows dated before this are rejected (``date_too_old``): the worker's setting
         ``earliest_event_time``, which would refuse their events.
+    part
+        ``(i, n)``: only the rows whose ``account_id`` cell hashes to ``i`` of ``n``
+        (`account_part`; unreadable records go to part 0), so that ``n`` processes
+        importing one file share its parsing.
 
     Raises
     ------
@@ -379,10 +394,17 @@ def parse_rows(
     if header.ignored and on_ignored_columns is not None:
         on_ignored_columns(header.ignored)
     parser = _RowParser(header, now or datetime.now(UTC), earliest_event_time)
+    index, parts = part
+    account = header.positions["account_id"]
     for line, cells in records:
         if isinstance(cells, csv.Error):
-            yield RowError(line, "bad_row", f"unreadable CSV record: {cells}")
+            if index == 0:
+                yield RowError(line, "bad_row", f"unreadable CSV record: {cells}")
             continue
+        if parts > 1:
+            cell = cells[account].strip() if account < len(cells) else ""
+            if account_part(cell, parts) != index:
+                continue
         try:
             yield parser.parse(cells, line)
         except Reject as rejected:

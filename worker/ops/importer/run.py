@@ -52,10 +52,16 @@ class ImportReport:
     cutoff_moves: int = 0
 
 
-def open_plan(path: Path, now: datetime | None, earliest_event_time: datetime) -> ImportPlan:
+def open_plan(
+    path: Path,
+    now: datetime | None,
+    earliest_event_time: datetime,
+    part: tuple[int, int] = (0, 1),
+) -> ImportPlan:
+    """`plan_import` of a file (``part``: of some of its accounts only)."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as file:
-            return plan_import(file, now=now, earliest_event_time=earliest_event_time)
+            return plan_import(file, now=now, earliest_event_time=earliest_event_time, part=part)
     except UnicodeDecodeError as exc:
         raise ImportFileError(
             f"{path} is not UTF-8 (byte {exc.start}: {exc.reason}); export it as UTF-8"
