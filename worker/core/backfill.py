@@ -24,7 +24,7 @@ leaves the account on the other side of the segment than before the import. Thei
 causes are import event ids or the import's own cause (``imp-…``), so ``origin`` is
 ``import`` and the ids are the same when the same file is imported again; none is live.
 
-Pure; ``worker.runtime.processor.BatchProcessor.import_history`` runs it inside the
+Pure; ``worker.runtime.history.HistoryWriter`` runs it inside the
 store's atomic update, so a running worker and an import write each account in turn.
 """
 

@@ -29,11 +29,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from worker.adapters.factory import TRANSIENT_ERRORS
-from worker.adapters.state_codec import encode_state
 from worker.config.clusterings import clusterings
 from worker.config.settings import Settings
 from worker.core import value
-from worker.core.backfill import AccountFold, memory_windows
 from worker.core.decoding import Record, decode_record
 from worker.core.definitions import Definitions
 from worker.core.events import AccountErased, AnyInputEvent, DeadLetter, SegmentChanged
@@ -96,10 +94,10 @@ class BatchProcessor:
         started = time.perf_counter()
         events, letters = self._decode(records)
         if letters:
-            await self._retrying("dead_letters", lambda: self.sender.send_dead_letters(letters))
+            await self.retrying("dead_letters", lambda: self.sender.send_dead_letters(letters))
         result = BatchResult()
         if events:
-            result = await self._retrying(
+            result = await self.retrying(
                 "redis",
                 lambda: self.store.update_batch(
                     (event.account_id for event, _ in events),
@@ -122,7 +120,7 @@ class BatchProcessor:
             await self.deliver(result.changes, result.resend)
         finally:
             self._delivering.difference_update(c.change_id for c in result.changes)
-        self._send_samples_later(result.samples)
+        self.send_samples_later(result.samples)
         for (event_type, outcome), count in result.outcomes.items():
             self.metrics.events.labels(event_type, outcome).inc(count)
         if result.started is not None:
@@ -131,7 +129,7 @@ class BatchProcessor:
     async def record_definitions(self) -> None:
         """Store what each family of these definitions is (see ``reevaluate``'s ``previous``)."""
         impact = self.impact
-        await self._retrying(
+        await self.retrying(
             "redis",
             lambda: self.store.save_family_fingerprints(
                 impact.fingerprint, impact.family_fingerprints
@@ -275,7 +273,7 @@ class BatchProcessor:
         size = step or self.settings.sweep_batch_size
         for start in range(0, len(accounts), size):
             chunk = accounts[start : start + size]
-            result = await self._retrying(
+            result = await self.retrying(
                 "redis",
                 lambda chunk=chunk: self.store.update_batch(  # type: ignore[misc]
                     chunk,
@@ -285,73 +283,10 @@ class BatchProcessor:
                 ),
             )
             await self.deliver(result.changes, result.resend)
-            self._send_samples_later(result.samples)
+            self.send_samples_later(result.samples)
             total.changes.extend(result.changes)
             total.redefined.update(result.redefined)
         return total
-
-    async def import_history(
-        self,
-        history: Mapping[str, Sequence[AnyInputEvent]],
-        end: float,
-        cause: str,
-        prepared: Mapping[str, tuple[bytes, AccountFold]] | None = None,
-    ) -> BatchResult:
-        """Fold imported history straight into the states of its accounts, in one atomic
-        update (``worker.core.backfill``), and deliver the net changes.
-
-        ``history``: account -> its imported events in event-time order; ``end``: the
-        stream time the import reaches; ``cause``: the import's (``imp-`` + digest).
-        ``prepared``: account -> (the stored form of the state it started from, its fold
-        applied but not finished), from a first pass; used where the stored state is
-        still that one, folded again from the fresh state where not. The update watches
-        the accounts' states like a batch of the worker's, so a running worker and an
-        import write an account in turn, and events applied already are skipped (a
-        re-import, or a partly finished one, applies only the rest).
-        """
-        attempts = 0
-
-        def mutate(states: dict[str, AccountState], globals: Globals) -> BatchResult:
-            nonlocal attempts
-            attempts += 1  # a prepared fold is finished once: not again on a retry
-            ready = prepared if attempts == 1 else None
-            return self._fold(states, globals, history, end, cause, ready)
-
-        result = await self._retrying("redis", lambda: self.store.update_batch(history, mutate))
-        await self.deliver(result.changes, result.resend)
-        self._send_samples_later(result.samples)
-        return result
-
-    def _fold(
-        self,
-        states: dict[str, AccountState],
-        globals: Globals,
-        history: Mapping[str, Sequence[AnyInputEvent]],
-        end: float,
-        cause: str,
-        prepared: Mapping[str, tuple[bytes, AccountFold]] | None,
-    ) -> BatchResult:
-        result = BatchResult()
-        windows = memory_windows(self.families, globals)
-        for account, events in history.items():
-            before, fold = (prepared or {}).get(account, (b"", None))
-            if fold is not None and encode_state(states[account]) == before:
-                states[account] = fold.state
-            else:
-                fold = AccountFold(
-                    states[account], self.families, end, cause, windows, self.impact, self.schedule
-                )
-                fold.apply(events, globals)
-            folded = fold.finish(globals)
-            result.count("import", "duplicate", folded.duplicates)
-            result.count("import", "applied", folded.applied)
-            result.count("import", "evaluated", folded.evaluations)
-            if folded.applied:
-                result.changed_accounts.add(account)
-                result.changes.extend(folded.changes)
-                result.clock = max(result.clock, folded.clock)
-        self._index(states, globals, result, complete=True)
-        return result
 
     async def deliver(
         self, changes: Sequence[SegmentChanged], resend: Sequence[SegmentChanged] = ()
@@ -368,8 +303,8 @@ class BatchProcessor:
         outgoing = [*resend, *changes]
         if resend:
             self.metrics.outbox_resent.inc(len(resend))
-        await self._retrying("kafka", lambda: self.sender.send_changes(outgoing))
-        await self._retrying(
+        await self.retrying("kafka", lambda: self.sender.send_changes(outgoing))
+        await self.retrying(
             "redis", lambda: self.store.clear_outbox([c.change_id for c in outgoing])
         )
         for change in changes:
@@ -386,7 +321,7 @@ class BatchProcessor:
         emits changes then), so a dead writer's changes reach Kafka before any newer
         change of the same accounts.
         """
-        while await self._retrying("redis", lambda: self.resend_stale_outbox(older_than=0)):
+        while await self.retrying("redis", lambda: self.resend_stale_outbox(older_than=0)):
             pass
 
     async def resend_stale_outbox(self, older_than: float | None = None) -> int:
@@ -472,7 +407,7 @@ class BatchProcessor:
             result.erased.discard(event.account_id)  # new data after an erasure in the batch
             result.changes.extend(changes)
             result.clock = max(result.clock, event.occurred_at.timestamp())
-        self._index(states, globals, result, complete=True)
+        self.index(states, globals, result, complete=True)
         return result
 
     def _reevaluate(
@@ -506,14 +441,14 @@ class BatchProcessor:
                     live_since=live_since,
                 )
             )
-            self._index(states, globals, result, complete=only is None, accounts=(account,))
+            self.index(states, globals, result, complete=only is None, accounts=(account,))
             # Stored only when it changed; the due time and revenue index are refreshed
             # anyway. An evaluation mark left old only costs the next event a full one.
             if (state.memberships, state.sampled_day) != before:
                 result.changed_accounts.add(account)
         return result
 
-    def _index(
+    def index(
         self,
         states: dict[str, AccountState],
         globals: Globals,
@@ -548,7 +483,7 @@ class BatchProcessor:
                     for c in self.clusterings
                 )
 
-    def _send_samples_later(self, samples: Sequence[dict[str, Any]]) -> None:
+    def send_samples_later(self, samples: Sequence[dict[str, Any]]) -> None:
         """Send training samples without holding up the batch for the broker's ack."""
         if samples:
             task = asyncio.ensure_future(self._send_samples(samples))
@@ -569,7 +504,7 @@ class BatchProcessor:
             self.metrics.retries.labels("samples_dropped").inc()
             log.warning("dropped %d cluster training samples: %s", len(samples), error)
 
-    async def _retrying(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def retrying(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1
         while True:
             try:

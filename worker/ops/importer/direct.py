@@ -18,7 +18,7 @@ accounts (nothing large crosses a pipe). Two passes:
    they move (``cutoffs`` changes), so the imported accounts end with the cut-offs
    they will have;
 2. each part finishes its accounts, a few hundred per atomic update of the store
-   (``BatchProcessor.import_history``): the fold of pass 1 where the stored state is
+   (``worker.runtime.history.HistoryWriter``): the fold of pass 1 where the stored state is
    still the one it started from, a new one where a running worker wrote the account
    in between; then states, indexes and outbox, the changes to Kafka and the outbox
    cleared, as a batch of the worker's. The folds wait in memory between the passes
@@ -60,6 +60,7 @@ from worker.core.schedule import Schedule
 from worker.ops.importer.plan import ImportPlan
 from worker.ops.importer.rows import MAX_EXAMPLES, ImportFileError
 from worker.ops.importer.run import ImportReport, open_plan
+from worker.runtime.history import HistoryWriter
 from worker.runtime.metrics import Metrics
 from worker.runtime.processor import BatchProcessor
 
@@ -328,7 +329,7 @@ async def _prepare(
 ) -> tuple[dict[str, float], dict[str, tuple[bytes, AccountFold]]]:
     """Apply each account's history to its stored state (nothing is written); return
     each account's trailing-year revenue at ``end`` and its fold, with the stored form
-    of the state it started from (``BatchProcessor.import_history`` finishes it if the
+    of the state it started from (``HistoryWriter.write`` finishes it if the
     state is still that one)."""
     revenues: dict[str, float] = {}
     prepared: dict[str, tuple[bytes, AccountFold]] = {}
@@ -364,9 +365,10 @@ async def _fold(
     accounts = sorted(history)
     async with open_state_store(settings) as store, change_sender(settings) as sender:
         processor = BatchProcessor(settings, families, store, sender, Metrics())
+        writer = HistoryWriter(processor)
         for start in range(0, len(accounts), ACCOUNTS_PER_UPDATE):
             chunk = {a: history[a] for a in accounts[start : start + ACCOUNTS_PER_UPDATE]}
-            result = await processor.import_history(chunk, end, cause, prepared)
+            result = await writer.write(chunk, end, cause, prepared)
             tally.accounts += len(result.changed_accounts)
             tally.applied += result.outcomes.get(("import", "applied"), 0)
             tally.duplicates += result.outcomes.get(("import", "duplicate"), 0)
