@@ -45,7 +45,7 @@ def evaluate(
     families = as_families(families)
     if at is not None:
         state.clock = max(state.clock, at)
-    view = FeatureView(state, state.now_day, globals)
+    view = FeatureView.of(state, globals)
     context = membership.Context(
         account_id=state.account_id,
         at=datetime.fromtimestamp(state.clock, UTC),

@@ -465,7 +465,7 @@ class BatchProcessor:
         """
         for account in result.changed_accounts if accounts is None else accounts:
             state = states[account]
-            view = FeatureView(state, state.now_day, globals)
+            view = FeatureView.of(state, globals)
             due = result.due[account] = self.schedule.next_due(state, globals, view)
             if complete:
                 self.impact.mark(state, due)

@@ -351,3 +351,17 @@ def test_a_view_gives_the_catalogue_values_in_any_reading_order(history, days_la
             expected = FEATURES[name].compute(state, day)
         assert view[name] == expected, name
         assert view.get(name) == expected, name
+
+
+def test_the_shared_view_of_a_state_is_dropped_when_an_event_is_applied():
+    """``FeatureView.of`` serves the evaluation and the indexing of one step; an event
+    applied in between must not leave them reading the features before it."""
+    state = AccountState("A1")
+    apply(state, order(1, T0, 100.0))
+    first = FeatureView.of(state)
+    assert first["orders_30d"] == 1 and FeatureView.of(state) is first
+    apply(state, order(2, T0 + timedelta(hours=1), 50.0))  # the same day
+    second = FeatureView.of(state)
+    assert second is not first and second["orders_30d"] == 2
+    assert "_feature_view" not in state.to_dict()  # never stored
+    assert state == copy.deepcopy(state)

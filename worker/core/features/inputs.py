@@ -42,6 +42,7 @@ from worker.core.features.state import (
     AccountState,
     day_of,
 )
+from worker.core.features.view import forget_view
 
 ApplyFunction = Callable[[AccountState, Any], None]
 
@@ -95,6 +96,7 @@ def apply(
         return False
 
     APPLIERS[type(event)].apply(state, event)
+    forget_view(state)
     state.evaluated = []
     day = day_of(event.occurred_at)
     moment = event.occurred_at.timestamp()

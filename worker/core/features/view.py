@@ -45,6 +45,20 @@ class FeatureView(dict[str, Any]):
         self.globals = globals
         self._category_shares: dict[str, float] | None = None
 
+    @classmethod
+    def of(cls, state: AccountState, globals: Globals = NO_GLOBALS) -> FeatureView:
+        """The view of ``state`` at its own day, shared by the evaluation and the
+        indexing of one step: kept on the state until an event is applied to it
+        (``features.apply`` drops it), its day moves or other shared facts are used.
+        Only for states changed through ``features.apply``: code that edits a state's
+        rows directly builds a view."""
+        day = state.now_day
+        cached = state.__dict__.get(_CACHED)
+        if cached is not None and cached.now_day == day and cached.globals is globals:
+            return cached
+        view = state.__dict__[_CACHED] = cls(state, day, globals)
+        return view
+
     def __missing__(self, name: str) -> Any:
         # One lookup for every catalogue name (see _VIEW_COMPUTE); a miss costs little more
         # than the computation itself.
@@ -78,6 +92,15 @@ class FeatureView(dict[str, Any]):
             self.update(_NO_SHARES)
             self.update({"share." + category: share for category, share in shares.items()})
         return shares
+
+
+#: Where ``FeatureView.of`` keeps a state's view (not a dataclass field: never stored).
+_CACHED = "_feature_view"
+
+
+def forget_view(state: AccountState) -> None:
+    """Drop the view ``FeatureView.of`` keeps for ``state`` (its features changed)."""
+    state.__dict__.pop(_CACHED, None)
 
 
 #: ``share.<category>`` of the known categories (the needs space) for an account without spend.
