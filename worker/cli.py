@@ -254,7 +254,7 @@ def cmd_import_orders(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from worker.ops.importer import ImportFileError, format_report, import_orders
-    from worker.ops.importer.direct import import_into_state
+    from worker.ops.importer.direct import ImportTargetError, import_into_state
 
     console = Console(stderr=True)
     settings = Settings()
@@ -288,6 +288,9 @@ def cmd_import_orders(args: argparse.Namespace) -> int:
     except ImportFileError as error:
         console.print(f"[red]{args.path}: {error}")
         return 2
+    except ImportTargetError as error:
+        console.print(f"[red]{error}", highlight=False)
+        return 1
     print(format_report(report))
     return 0
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import socket
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,18 @@ def test_triggers_validate_checks_the_shipped_file_and_names_problems(tmp_path, 
     bad.write_text("triggers:\n  - {id: x, on: {family: value, segment: b9}, campaign: y}\n")
     assert main(["triggers", "validate", str(bad)]) == 1
     assert "x: on: value has no segment 'b9'" in capsys.readouterr().err
+
+
+def test_import_orders_says_which_servers_it_cannot_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text("account_id,date,amount\nA,2025-01-01,10\n", encoding="utf-8")
+    with socket.socket() as sock:  # bound and released: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{closed}/0")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{closed}")
+    assert main(["import-orders", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach Redis" in err and str(closed) in err and "Traceback" not in err

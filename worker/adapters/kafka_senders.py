@@ -133,7 +133,11 @@ class ProducerSender(KafkaSender):
         )
 
     async def __aenter__(self) -> ProducerSender:
-        await self.producer.start()
+        try:
+            await self.producer.start()
+        except BaseException:
+            await self.producer.stop()  # a failed start leaves its connections open
+            raise
         return self
 
     async def __aexit__(self, *_: object) -> None:

@@ -1,14 +1,16 @@
 """History import: order rows from an ERP export (CSV) as order events, in event-time order.
 
 ``segworker import-orders FILE.csv`` back-fills segments from an order history. The work is
-split into pure steps and a producing step:
+split into pure steps and a writing step:
 
 1. `parse_rows` reads the CSV and yields a `ParsedRow` or a `RowError` (line number and
    reason) per data row;
 2. `plan_import` collects the rows, merges the rows of one order, sorts everything by event
    time and hands out the events (`ImportPlan.events`) with deterministic ids;
-3. `import_orders` produces them to the orders topic (key = ``account_id``, compact JSON,
-   ``acks=all``) and returns an `ImportReport`; `format_report` renders it for the CLI.
+3. `worker.ops.importer.direct.import_into_state` (the command's default) folds them into
+   the account states and emits only the net change per account and segment; `import_orders`
+   (``--via-kafka``) produces them to the orders topic instead (key = ``account_id``, compact
+   JSON, ``acks=all``); both return an `ImportReport`, which `format_report` renders.
 
 File format
 -----------

@@ -45,9 +45,10 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from worker.adapters.factory import change_sender, open_state_store
+from worker.adapters.factory import UNREACHABLE_ERRORS, change_sender, open_state_store
 from worker.adapters.state_codec import encode_state
 from worker.config.families import configured_families
+from worker.config.security import redacted_url
 from worker.config.settings import Settings
 from worker.core.backfill import AccountFold, memory_windows
 from worker.core.definitions import load_definitions
@@ -200,9 +201,21 @@ def _message(connection: Connection) -> tuple[str, Any]:
     return kind, payload
 
 
+class ImportTargetError(Exception):
+    """Redis or Kafka cannot be reached: nothing was imported."""
+
+
 async def _stream_time(settings: Settings) -> float:
-    async with open_state_store(settings) as store:
-        return await store.stream_time() or 0.0
+    """The store's stream time; first checks that Redis and Kafka answer (the parts
+    would otherwise each fail with a traceback)."""
+    try:
+        async with open_state_store(settings) as store, change_sender(settings):
+            return await store.stream_time() or 0.0
+    except UNREACHABLE_ERRORS as error:
+        raise ImportTargetError(
+            f"cannot reach Redis ({redacted_url(settings.redis_url or '')}) or Kafka"
+            f" ({settings.kafka_bootstrap_servers}): {error}"
+        ) from None
 
 
 async def _store_cutoffs(settings: Settings, imported: Mapping[str, float]) -> int:
