@@ -3,29 +3,25 @@
 Streaming a two-year export through the worker evaluates every account at each of its
 events and emits every historical entry and exit, which is slow (an evaluation costs
 far more than applying an event) and useless to a campaign tool: what it needs is where
-each account stands once its history is in. ``fold_history`` applies an account's
-imported events in event-time order and evaluates where evaluations matter:
-
-- events older than the *memory window* before the end of the import are applied to
-  the features only. A membership can depend on earlier evaluations only through its
-  holds (``enter_after``, ``min_dwell``, ``exit_grace``), so the families' longest chain
-  of holds (``Family.memory_seconds``, doubled: a hold in one segment of an exclusive
-  family can delay the next segment's) bounds how far back the evaluation history
-  matters;
-- from the start of that window on, the account is evaluated as the worker would:
-  once at the window's start, at each event (``processing.process_event``: the same
-  features, conditions, hysteresis and ``enter_after``), and at each moment between
-  them at which time alone may change a membership (``Schedule.next_due``, what the
-  worker's time sweep visits), up to the end of the import, where it is evaluated once
-  more.
+each account stands once its history is in. ``AccountFold`` applies an account's
+imported events in event-time order (``features.apply``, as the worker does) and
+evaluates each family only where its answer at the end can still depend on it
+(``memory_windows``): a membership depends on earlier evaluations only through its
+holds (``enter_after``, ``min_dwell``, ``exit_grace``). Inside a family's window it is
+evaluated as the worker would: where the window opens, at each event that touches what
+it reads, and at each moment between them at which time alone may change it
+(``Schedule.next_due``, what the worker's time sweep visits). At the end of the import
+every family is evaluated once more, with the shared facts (ABC cut-offs, cluster
+models) the import leads to. The result is what the worker would hold had its sweep
+visited the account at each of its due times (``tests/unit/core/test_backfill.py``).
 
 Of the changes along the way it returns, per segment, the last one, and only where it
 leaves the account on the other side of the segment than before the import. Their
 causes are import event ids or the import's own cause (``imp-…``), so ``origin`` is
 ``import`` and the ids are the same when the same file is imported again; none is live.
 
-Pure; ``worker.runtime.history.HistoryWriter`` runs it inside the
-store's atomic update, so a running worker and an import write each account in turn.
+Pure; ``worker.runtime.history.HistoryWriter`` finishes the folds inside the store's
+atomic update, so a running worker and an import write each account in turn.
 """
 
 from __future__ import annotations

@@ -159,12 +159,7 @@ class Impact:
         moment = event.occurred_at.timestamp()
         families: frozenset[str] = frozenset()
         if self.is_marked(state) and not _due(state, moment):
-            families = self._unaffected.get(type(event), frozenset())
-            pruned = _pruned(state, moment)
-            if pruned and families:
-                families = frozenset(
-                    f for f in families if not (self.inputs[f] or frozenset()) & pruned
-                )
+            families = self.untouched_by(state, event)
         if len(state.evaluated) < 4:
             return families
         return families | self._unmoved_models(state, event, moment, globals)

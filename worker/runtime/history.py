@@ -78,18 +78,17 @@ class HistoryWriter:
             else:
                 fold = AccountFold(
                     states[account],
-                    self.processor.families,
+                    processor.families,
                     end,
                     cause,
                     windows,
-                    self.processor.impact,
-                    self.processor.schedule,
+                    processor.impact,
+                    processor.schedule,
                 )
                 fold.apply(events, globals)
             folded = fold.finish(globals)
             result.count("import", "duplicate", folded.duplicates)
             result.count("import", "applied", folded.applied)
-            result.count("import", "evaluated", folded.evaluations)
             if folded.applied:
                 result.changed_accounts.add(account)
                 result.changes.extend(folded.changes)

@@ -14,7 +14,7 @@ import json
 import random
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import redis
@@ -22,10 +22,13 @@ import redis
 from tests.clock import TEST_NOW
 from tests.integration.harness import Deployment, WorkerProcess, order_event, send
 from tests.integration.ops.test_import_orders import segworker
+from tests.unit.core.test_backfill import FAMILIES, streamed
 from worker.adapters.redis_store import RedisStateStore
 from worker.config.settings import DEFAULT_DEFINITIONS
-from worker.core.features import AccountState
+from worker.core.events import decode_input
+from worker.core.features import HORIZON_DAYS, AccountState, day_of
 from worker.core.value import Thresholds
+from worker.ops.importer import plan_import
 
 ACCOUNTS = [f"K-{n:03d}" for n in range(60)]
 CATEGORIES = ("Tools", "Fasteners", "Safety & PPE", "Electrical")
@@ -146,10 +149,6 @@ def test_folding_an_export_reaches_what_streaming_it_reaches(kafka, redis_server
 def replayed(export: Path) -> dict[str, AccountState]:
     """Every account's state from the export with the worker's own step, event by event,
     and the time sweep at each moment it is due (``tests.unit.core.test_backfill``)."""
-    from tests.unit.core.test_backfill import FAMILIES, streamed
-    from worker.core.events import decode_input
-    from worker.ops.importer import plan_import
-
     with export.open(encoding="utf-8") as file:
         events = [decode_input(json.dumps(e)) for e in plan_import(file).events()]
     end = max(e.occurred_at.timestamp() for e in events)
@@ -211,9 +210,6 @@ def test_an_import_beside_a_running_worker_loses_and_double_counts_nothing(
 
 def expected_order_counts(export: Path) -> dict[str, int]:
     """Orders per account within the trailing year of the export's last date, offline."""
-    from worker.core.features import HORIZON_DAYS, day_of
-    from worker.ops.importer import plan_import
-
     with export.open(encoding="utf-8") as file:
         events = list(plan_import(file).events())
     last = max(day_of_iso(e["occurred_at"]) for e in events)
@@ -230,8 +226,4 @@ def expected_order_counts(export: Path) -> dict[str, int]:
 
 
 def day_of_iso(text: str) -> int:
-    from datetime import datetime
-
-    from worker.core.features import day_of
-
     return day_of(datetime.fromisoformat(text.replace("Z", "+00:00")))

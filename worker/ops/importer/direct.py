@@ -75,17 +75,13 @@ class FoldTally:
     """What one part (or all of them) folded into the store."""
 
     accounts: int = 0
-    applied: int = 0
     duplicates: int = 0
-    evaluations: int = 0
     #: ``(family, segment, change)`` -> net changes emitted
     changes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def merge(self, other: FoldTally) -> None:
         self.accounts += other.accounts
-        self.applied += other.applied
         self.duplicates += other.duplicates
-        self.evaluations += other.evaluations
         self.changes.update(other.changes)
 
 
@@ -383,9 +379,7 @@ async def _fold(
             chunk = {a: history[a] for a in accounts[start : start + ACCOUNTS_PER_UPDATE]}
             result = await writer.write(chunk, end, cause, prepared)
             tally.accounts += len(result.changed_accounts)
-            tally.applied += result.outcomes.get(("import", "applied"), 0)
             tally.duplicates += result.outcomes.get(("import", "duplicate"), 0)
-            tally.evaluations += result.outcomes.get(("import", "evaluated"), 0)
             tally.changes.update((c.family, c.segment_id, c.change) for c in result.changes)
             connection.send(("progress", sum(map(len, chunk.values()))))
         await processor.samples_sent()
