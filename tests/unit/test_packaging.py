@@ -36,6 +36,7 @@ DATA_FILES = (
     "worker/config/definitions/default.yaml",
     "worker/config/triggers/default.yaml",
     "worker/adapters/state.zdict",
+    "worker/adapters/state-2.zdict",
 )
 
 

@@ -8,17 +8,22 @@ import math
 import zlib
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.exact import same
 from worker.adapters.redis_store import RedisStateStore
 from worker.adapters.state_codec import (
-    STATE_DICTIONARY,
+    JSON_DICTIONARY,
+    PACKED_DICTIONARY,
+    PACKED_FORMAT,
     decode_state,
     decode_state_data,
+    encode_json_state_data,
     encode_state,
     encode_state_data,
 )
@@ -27,21 +32,6 @@ from worker.core.features import AccountState
 from worker.ports import BatchResult
 
 # ------------------------------------------------------------------------- codec
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal with the same types all the way down (1 != 1.0 here), NaN equal to NaN."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return (math.isnan(a) and math.isnan(b)) or (
-            a == b and math.copysign(1, a) == math.copysign(1, b)
-        )
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    return bool(a == b)
 
 
 scalars = (
@@ -102,23 +92,51 @@ def realistic_state() -> AccountState:
     )
 
 
-def test_a_state_round_trips_and_is_stored_compressed_with_the_dictionary() -> None:
+def test_a_state_round_trips_and_is_stored_packed_with_its_dictionary() -> None:
     state = realistic_state()
     raw = encode_state(state)
     plain = json.dumps(state.to_dict(), separators=(",", ":")).encode()
-    assert len(raw) * 2 < len(plain)
-    assert zstandard.get_frame_parameters(raw).dict_id == STATE_DICTIONARY.dict_id()
-    unpacked = zstandard.ZstdDecompressor(dict_data=STATE_DICTIONARY).decompress(raw)
-    assert json.loads(unpacked) == json.loads(plain)
+    assert raw[:1] == PACKED_FORMAT
+    assert zstandard.get_frame_parameters(raw[1:]).dict_id == PACKED_DICTIONARY.dict_id()
+    assert len(raw) < len(encode_json_state_data(state.to_dict())) < len(plain)
     assert same(decode_state(state.account_id, raw).to_dict(), state.to_dict())
-    # and the plain or zlib'd JSON that Redis may still hold reads the same
-    for older in (plain, zlib.compress(plain, 1)):
+    # and the forms Redis may still hold read the same: format 1, plain JSON, zlib
+    format_1 = encode_json_state_data(state.to_dict())
+    assert zstandard.get_frame_parameters(format_1).dict_id == JSON_DICTIONARY.dict_id()
+    assert json.loads(zstandard.ZstdDecompressor(dict_data=JSON_DICTIONARY).decompress(format_1))
+    for older in (format_1, plain, zlib.compress(plain, 1)):
         assert same(decode_state(state.account_id, older).to_dict(), state.to_dict())
 
 
-def test_the_dictionary_is_the_one_states_were_written_with() -> None:
+STORED = Path(__file__).parent / "stored"
+
+
+def test_a_state_written_by_format_1_reads_the_same_and_is_rewritten_in_format_2() -> None:
+    # Written by the codec of 454b8b3 (format 1, the last before the packed form) from a
+    # state folded out of a year of generated history; the JSON beside it is that state.
+    raw = (STORED / "state-format-1.zst").read_bytes()
+    expected = json.loads((STORED / "state-format-1.json").read_text())
+    assert raw[:4] == b"\x28\xb5\x2f\xfd"
+    assert zstandard.get_frame_parameters(raw).dict_id == JSON_DICTIONARY.dict_id()
+    state = decode_state(expected["account_id"], raw)
+    assert same(state.to_dict(), expected)
+    rewritten = encode_state(state)
+    assert rewritten[:1] == PACKED_FORMAT
+    assert len(rewritten) < len(raw) * 0.8
+    assert same(decode_state_data(rewritten), expected)
+
+
+def test_a_state_the_packed_form_cannot_hold_is_stored_as_json() -> None:
+    data = {**realistic_state().to_dict(), "profile": {"name": "Caf\udce9"}}
+    raw = encode_state_data(data)
+    assert raw[:4] == b"\x28\xb5\x2f\xfd"
+    assert same(decode_state_data(raw), data)
+
+
+def test_the_dictionaries_are_the_ones_states_were_written_with() -> None:
     # Stored frames name their dictionary; a replaced file would make them unreadable.
-    assert STATE_DICTIONARY.dict_id() == 408809937
+    assert JSON_DICTIONARY.dict_id() == 408809937
+    assert PACKED_DICTIONARY.dict_id() == 1028992834
 
 
 def test_empty_and_missing_states() -> None:

@@ -88,7 +88,7 @@ def apply(
         source, offset = position
         if offset <= state.applied.get(source, -1):
             return False
-    token = _id_token(event.event_id)
+    token = id_token(event.event_id)
     seen = token in state.recent_ids or event.event_id in state.recent_ids  # full ids: older states
     if seen or _imported_before(state, event):
         if position is not None:
@@ -123,13 +123,13 @@ def _imported_before(state: AccountState, event: AnyInputEvent) -> bool:
     )
 
 
-def _id_token(event_id: str) -> str:
+def id_token(event_id: str) -> str:
     """A 48-bit digest of an event id, as 8 characters: what ``recent_ids`` keeps.
 
     Ids are up to 128 characters; the digest keeps the state small. A false match
     needs two of an account's 32 most recent events to collide: about 1 in 10^13.
 
-    >>> _id_token("evt-2026-000001")
+    >>> id_token("evt-2026-000001")
     'rcQCJOQB'
     """
     digest = hashlib.blake2b(event_id.encode(), digest_size=6).digest()
