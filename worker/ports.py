@@ -48,6 +48,24 @@ class BatchResult:
         key = (event_type, outcome)
         self.outcomes[key] = self.outcomes.get(key, 0) + events
 
+    @classmethod
+    def merged(cls, results: Sequence[BatchResult]) -> BatchResult:
+        """One result of a batch the store wrote in parts (one per shard)."""
+        merged = cls()
+        for result in results:
+            merged.changed_accounts |= result.changed_accounts
+            merged.changes += result.changes
+            merged.due.update(result.due)
+            merged.revenue.update(result.revenue)
+            merged.clock = max(merged.clock, result.clock)
+            for (event_type, outcome), count in result.outcomes.items():
+                merged.count(event_type, outcome, count)
+            merged.samples += result.samples
+            merged.erased |= result.erased
+            merged.resend += result.resend
+            merged.redefined.update(result.redefined)
+        return merged
+
 
 Mutation = Callable[[dict[str, AccountState], Globals], BatchResult]
 
@@ -58,10 +76,14 @@ class StateStore(Protocol):
     ``update_batch`` is the one write path of the segmentation: it loads the states of
     some accounts with the shared facts, lets a pure ``mutate`` change them, and
     writes states, member sets, outbox entries and indexes atomically; on a conflict
-    with another writer it calls ``mutate`` again with fresh states.
+    with another writer it calls ``mutate`` again with fresh states. A store that keeps
+    accounts in shards calls ``mutate`` once per shard with that shard's accounts, so a
+    mutation touches only the accounts in the states it is given.
     """
 
     async def ping(self) -> bool: ...
+
+    async def prepare(self) -> None: ...
 
     async def update_batch(self, account_ids: Iterable[str], mutate: Mutation) -> BatchResult: ...
 
@@ -78,7 +100,7 @@ class StateStore(Protocol):
     async def due_accounts(self, until: float, limit: int) -> list[str]: ...
 
     # change outbox
-    async def clear_outbox(self, change_ids: Sequence[str]) -> None: ...
+    async def clear_outbox(self, changes: Sequence[SegmentChanged]) -> None: ...
 
     async def stale_outbox(
         self, older_than_seconds: float, limit: int = 1000

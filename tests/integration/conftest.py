@@ -104,3 +104,15 @@ def changes(deployment: Any) -> Iterator[Any]:
     reader = TopicReader(deployment.bootstrap_servers, deployment.topic("segment-changes"))
     yield reader
     reader.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A Redis Cluster of three primaries with a replica each, for the whole session."""
+    from worker.devtools.embedded.redis_cluster import start_redis_cluster
+
+    cluster = _start("Redis Cluster", start_redis_cluster)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -43,6 +43,8 @@ NOT_IN_MANIFESTS = {
     "web_allow_unauthenticated": "only behind a proxy that authenticates; the manifests "
     "set a token instead",
     "triggers_path": "the shipped triggers.yaml unless an operator mounts one of their own",
+    "redis_shards": "its default follows redis_cluster (1, or 16 on a cluster); set once, "
+    "before state is stored, to size a larger cluster",
 }
 #: Metrics the alerts and the dashboard use that worker/runtime/metrics.py does not expose yet.
 PENDING_METRICS: set[str] = set()

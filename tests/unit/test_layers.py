@@ -33,7 +33,8 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 #: Where each client library may be imported.
 CLIENT_HOMES: dict[str, frozenset[str]] = {
-    "redis": frozenset({"adapters"}),
+    # devtools: the embedded Redis Cluster forms itself with CLUSTER commands
+    "redis": frozenset({"adapters", "devtools"}),
     "aiokafka": frozenset({"adapters"}),
     "kafka": frozenset({"adapters", "devtools"}),
     "faust": frozenset({"adapters", "runtime"}),
@@ -96,7 +97,7 @@ def violations(graph: Mapping[str, Iterable[tuple[str, int]]]) -> list[str]:
 
     >>> violations({"worker.core.x": [("worker.runtime.app", 3), ("redis", 4)]})
     ['worker.core.x:3 (core) imports worker.runtime.app (runtime)', 'worker.core.x:4 (core) \
-imports redis, which only adapters may import']
+imports redis, which only adapters and devtools may import']
     >>> violations({"worker.runtime.app": [("worker.core.events", 1), ("faust", 2)]})
     []
     """

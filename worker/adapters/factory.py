@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -36,16 +37,25 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, KafkaError)
 
 
-def state_store(settings: Settings) -> StateStore:
-    """The state store of ``settings.redis_url`` (which must be set)."""
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """A client of ``settings.redis_url``: a primary's, or a Redis Cluster's."""
     if not settings.redis_url:
         raise ValueError("a state store needs redis_url")
-    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    if settings.redis_cluster:
+        # The cluster client routes each key to its slot's primary and follows
+        # MOVED/ASK redirections and failovers; the type differs, the commands do not.
+        return RedisCluster.from_url(settings.redis_url)
+    return aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+
+
+def state_store(settings: Settings) -> StateStore:
+    """The state store of ``settings.redis_url`` (which must be set)."""
     return RedisStateStore(
-        redis,
+        redis_client(settings),
         settings.redis_key_prefix,
         [c.family for c in clusterings(settings)],
         settings.cluster_margin,
+        settings.state_shards,
     )
 
 
@@ -67,6 +77,7 @@ async def open_state_store(settings: Settings) -> AsyncIterator[StateStore]:
     """A state store for one command, closed afterwards."""
     store = state_store(settings)
     try:
+        await store.prepare()
         yield store
     finally:
         await store.close()

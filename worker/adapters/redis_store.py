@@ -1,30 +1,19 @@
 """Redis state store: account states, segment member sets and the change outbox.
 
-One round trip loads a batch's states; one MULTI/EXEC writes them back together
-with the member-set updates and the outbox entries, so a crash leaves either all of
-a batch's effects or none. ``WATCH`` on the state keys fences a worker that lost
-its partitions in a rebalance: if anybody else wrote one of its accounts in
-between, the batch is recomputed from the fresh states instead of overwriting them.
-
-Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
-
-    seg:acct:{<account_id>}            account state (features + memberships): JSON,
-                                       zstd-compressed with a dictionary (``encode_state``)
-    seg:members:<family>:<segment>     SET of account ids
-    seg:definitions:<fingerprint>      each family's fingerprint in that definitions version
-    seg:outbox                         HASH change_id -> SegmentChanged JSON
-    seg:outbox:written                 ZSET change_id -> time written (for re-sends)
-    seg:due                            ZSET account -> when a time sweep must look again
-    seg:value:revenue                  ZSET account -> trailing-year revenue (> 0 only)
-    seg:value:thresholds               JSON of the current ABC cut-offs
-    seg:clock                          ZSET "stream" -> largest event time seen (ZADD GT)
-    seg:cluster:<family>               JSON of the latest cluster model (ClusterSnapshot)
-    seg:profiles                       JSON of the last computed segment profiles
-    seg:flows                          HASH family/segment/change -> count since last read
+One round trip per shard loads a batch's states; one MULTI/EXEC per shard writes them
+back together with the member-set updates and the outbox entries, so a crash leaves
+either all of a shard's share of a batch or none (the rest is applied again on
+redelivery: applying is idempotent). ``WATCH`` on the state keys fences a worker that
+lost its partitions in a rebalance: if anybody else wrote one of its accounts in
+between, that shard's share is recomputed from the fresh states instead of
+overwriting them. Where each fact lives, and why in shards: ``worker.adapters.redis_keys``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import json
 import time
 from collections import Counter
@@ -34,6 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from worker.adapters.redis_keys import KeyLayout, ShardKeys
 from worker.adapters.state_codec import decode_state, encode_state
 from worker.core.clustering import ClusterSnapshot
 from worker.core.events import SegmentChanged
@@ -41,8 +31,12 @@ from worker.core.features import AccountState, Globals
 from worker.ports import BatchResult, Mutation
 
 
+class LayoutMismatch(RuntimeError):
+    """The Redis holds state written with another shard count (or layout)."""
+
+
 class RedisStateStore:
-    """The worker's state in one Redis primary (``worker.ports.StateStore``)."""
+    """The worker's state in Redis, a primary or a Redis Cluster (``worker.ports.StateStore``)."""
 
     def __init__(
         self,
@@ -50,28 +44,56 @@ class RedisStateStore:
         prefix: str = "seg",
         cluster_families: Sequence[str] = (),
         cluster_margin: float = 0.1,
+        shards: int = 1,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.cluster_keys = {family: f"{prefix}:cluster:{family}" for family in cluster_families}
+        self.keys = KeyLayout(prefix, shards, cluster_families)
+        self.cluster_keys = self.keys.cluster
         self.cluster_margin = cluster_margin
         self._snapshots: dict[str, tuple[bytes, ClusterSnapshot]] = {}
-        self.outbox_key = f"{prefix}:outbox"
-        self.outbox_written_key = f"{prefix}:outbox:written"
-        self.due_key = f"{prefix}:due"
-        self.revenue_key = f"{prefix}:value:revenue"
-        self.thresholds_key = f"{prefix}:value:thresholds"
-        self.clock_key = f"{prefix}:clock"
-        self.profiles_key = f"{prefix}:profiles"
-        self.flows_key = f"{prefix}:flows"
-        self.account_key_pattern = f"{prefix}:acct:*"
+        self.thresholds_key = self.keys.thresholds
+        self.profiles_key = self.keys.profiles
         self._last_written = 0.0
 
+    # Key names of the single-shard layout, for tools and tests that write it directly.
+    def _only(self) -> ShardKeys:
+        if self.keys.sharded:
+            raise ValueError("a sharded layout has no single key of this: use .keys")
+        return self.keys.each[0]
+
+    @property
+    def outbox_key(self) -> str:
+        return self._only().outbox
+
+    @property
+    def outbox_written_key(self) -> str:
+        return self._only().outbox_written
+
+    @property
+    def due_key(self) -> str:
+        return self._only().due
+
+    @property
+    def revenue_key(self) -> str:
+        return self._only().revenue
+
+    @property
+    def clock_key(self) -> str:
+        return self._only().clock
+
+    @property
+    def flows_key(self) -> str:
+        return self._only().flows
+
     def state_key(self, account_id: str) -> str:
-        return f"{self.prefix}:acct:{{{account_id}}}"
+        return self.keys.shard_keys(account_id).state(account_id)
 
     def members_key(self, family: str, segment_id: str) -> str:
-        return f"{self.prefix}:members:{family}:{segment_id}"
+        return self._only().members(family, segment_id)
+
+    def definitions_key(self, definitions_fingerprint: str) -> str:
+        return self.keys.definitions(definitions_fingerprint)
 
     async def ping(self) -> bool:
         """Whether Redis answers (raises when it does not)."""
@@ -80,14 +102,64 @@ class RedisStateStore:
     async def close(self) -> None:
         await self.redis.aclose()
 
+    async def prepare(self) -> None:
+        """Check that the stored keys use this layout, record it if new, and bring every
+        shard's copies of the shared facts up to date (a writer may have died between
+        storing a fact and copying it)."""
+        stored = await self.redis.get(self.keys.layout)
+        if stored is None:
+            legacy = KeyLayout(self.prefix).each[0]
+            if self.keys.sharded and await self.redis.exists(legacy.clock, legacy.due):
+                raise LayoutMismatch(
+                    f"Redis holds state under '{self.prefix}' in the single-shard layout; "
+                    f"this worker is configured for {self.keys.shards} shards"
+                )
+            await self.redis.set(self.keys.layout, self.keys.shards, nx=True)
+            stored = await self.redis.get(self.keys.layout)
+        if int(stored) != self.keys.shards:
+            raise LayoutMismatch(
+                f"Redis holds state under '{self.prefix}' written with {int(stored)} shards; "
+                f"this worker is configured for {self.keys.shards} (SEGWORKER_REDIS_SHARDS)"
+            )
+        for master in [self.keys.thresholds, *self.keys.cluster.values()]:
+            await self._copy_to_shards(master)
+
+    async def _copy_to_shards(self, master: str) -> None:
+        """Copy the fact at ``master`` into every shard. Repeated until the master did not
+        change meanwhile, so of two racing writers the later value is the one left."""
+        copies = self.keys.copies(master)
+        if not copies:
+            return
+        value = await self.redis.get(master)
+        while value is not None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in copies:
+                    pipe.set(key, value)
+                await pipe.execute()
+            again = await self.redis.get(master)
+            if again == value:
+                return
+            value = again
+
     async def load(self, account_id: str) -> AccountState | None:
         raw = await self.redis.get(self.state_key(account_id))
         return None if raw is None else decode_state(account_id, raw)
 
     async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
-        """Stored states of ``account_ids`` (missing ones are left out), one round trip."""
-        raws = await self.redis.mget([self.state_key(a) for a in account_ids])
-        return {a: decode_state(a, raw) for a, raw in zip(account_ids, raws, strict=True) if raw}
+        """Stored states of ``account_ids`` (missing ones are left out): one MGET per shard,
+        in one round trip."""
+        groups = self.keys.by_shard(account_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard, accounts in groups.items():
+                keys = self.keys.each[shard]
+                _mget(pipe, [keys.state(account) for account in accounts])
+            replies = await pipe.execute()
+        return {
+            account: decode_state(account, raw)
+            for accounts, raws in zip(groups.values(), replies, strict=True)
+            for account, raw in zip(accounts, raws, strict=True)
+            if raw
+        }
 
     async def update_batch(
         self,
@@ -98,26 +170,43 @@ class RedisStateStore:
 
         ``mutate`` gets the states and the global facts (ABC cut-offs) read in the same
         round trip, and must be a pure function of them: on a write conflict, which
-        includes a cut-off change in between, it is called again with fresh ones.
+        includes a cut-off change in between, it is called again with fresh ones. With
+        several shards it is called once per shard, with that shard's accounts only, and
+        the shards' transactions run concurrently; the results are merged.
         """
-        accounts = sorted(set(account_ids))
-        keys = [self.state_key(account) for account in accounts]
+        groups = self.keys.by_shard(account_ids)
+        if len(groups) <= 1:
+            for shard, accounts in groups.items():
+                return await self._update_shard(self.keys.each[shard], accounts, mutate)
+            return BatchResult()
+        results = await asyncio.gather(
+            *(
+                self._update_shard(self.keys.each[shard], accounts, mutate)
+                for shard, accounts in groups.items()
+            )
+        )
+        return BatchResult.merged(results)
+
+    async def _update_shard(
+        self, keys: ShardKeys, accounts: list[str], mutate: Mutation
+    ) -> BatchResult:
+        state_keys = [keys.state(account) for account in accounts]
+        shared = keys.watched_globals
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    shared = [self.thresholds_key, *self.cluster_keys.values()]
-                    await pipe.watch(*keys, *shared)
-                    raws = await pipe.mget([*keys, *shared])
+                    await pipe.watch(*state_keys, *shared)
+                    raws = await _mget(pipe, [*state_keys, *shared])
                     states = {
                         a: decode_state(a, raw)
-                        for a, raw in zip(accounts, raws[: len(keys)], strict=True)
+                        for a, raw in zip(accounts, raws[: len(state_keys)], strict=True)
                     }
                     unsent = [cid for a in accounts for cid in states[a].unsent]
-                    pending = await self._still_in_outbox(pipe, unsent) if unsent else []
-                    result = mutate(states, self._globals(raws[len(keys) :]))
+                    pending = await self._still_in_outbox(pipe, keys, unsent) if unsent else []
+                    result = mutate(states, self._globals(raws[len(state_keys) :]))
                     result.resend = pending
                     pipe.multi()
-                    self._queue_writes(pipe, states, result)
+                    self._queue_writes(pipe, keys, states, result)
                     await pipe.execute()
                     return result
                 except WatchError:
@@ -125,47 +214,50 @@ class RedisStateStore:
                     # progress): recompute from what it wrote.
                     continue
 
-    async def _still_in_outbox(self, pipe: Any, change_ids: list[str]) -> list[SegmentChanged]:
+    async def _still_in_outbox(
+        self, pipe: Any, keys: ShardKeys, change_ids: list[str]
+    ) -> list[SegmentChanged]:
         """Those of ``change_ids`` still in the outbox (not yet delivered), in that order."""
-        raws = await pipe.hmget(self.outbox_key, change_ids)
+        raws = await pipe.hmget(keys.outbox, change_ids)
         return [SegmentChanged.model_validate_json(raw) for raw in raws if raw is not None]
 
     def _queue_writes(
-        self, pipe: Any, states: dict[str, AccountState], result: BatchResult
+        self, pipe: Any, keys: ShardKeys, states: dict[str, AccountState], result: BatchResult
     ) -> None:
         if result.erased:
             erased = sorted(result.erased)
-            pipe.delete(*(self.state_key(account) for account in erased))
-            pipe.zrem(self.due_key, *erased)
-            pipe.zrem(self.revenue_key, *erased)
+            pipe.delete(*(keys.state(account) for account in erased))
+            pipe.zrem(keys.due, *erased)
+            pipe.zrem(keys.revenue, *erased)
         unsent: dict[str, list[str]] = {}
         for change in result.changes:
             unsent.setdefault(change.account_id, []).append(change.change_id)
         for account in result.changed_accounts:
             states[account].unsent = unsent.get(account, [])
         if result.changed_accounts:
-            pipe.mset(
+            _mset(
+                pipe,
                 {
-                    self.state_key(account): encode_state(states[account])
+                    keys.state(account): encode_state(states[account])
                     for account in sorted(result.changed_accounts)
-                }
+                },
             )
         due = {account: at for account, at in result.due.items() if at is not None}
         if due:
-            pipe.zadd(self.due_key, due)
+            pipe.zadd(keys.due, due)
         if undue := [account for account, at in result.due.items() if at is None]:
-            pipe.zrem(self.due_key, *undue)
+            pipe.zrem(keys.due, *undue)
         earning = {account: r for account, r in result.revenue.items() if r > 0}
         if earning:
-            pipe.zadd(self.revenue_key, earning)
+            pipe.zadd(keys.revenue, earning)
         if not_earning := [account for account, r in result.revenue.items() if r <= 0]:
-            pipe.zrem(self.revenue_key, *not_earning)
+            pipe.zrem(keys.revenue, *not_earning)
         if result.clock:
-            pipe.zadd(self.clock_key, {"stream": result.clock}, gt=True)
+            pipe.zadd(keys.clock, {"stream": result.clock}, gt=True)
         if result.changes:
-            self._queue_changes(pipe, result.changes)
+            self._queue_changes(pipe, keys, result.changes)
 
-    def _queue_changes(self, pipe: Any, changes: Sequence[SegmentChanged]) -> None:
+    def _queue_changes(self, pipe: Any, keys: ShardKeys, changes: Sequence[SegmentChanged]) -> None:
         """Member-set updates, outbox entries and flow counts of ``changes``, grouped into
         a few commands per batch instead of four per change."""
         # Strictly increasing scores: a re-send reads the outbox back in write order (equal
@@ -179,7 +271,7 @@ class RedisStateStore:
         written: dict[str, float] = {}
         flows: Counter[str] = Counter()
         for index, change in enumerate(changes):
-            key = self.members_key(change.family, change.segment_id)
+            key = keys.members(change.family, change.segment_id)
             member_of.setdefault(key, {})[change.account_id] = change.change == "entered"
             outbox[change.change_id] = change.model_dump_json()
             written[change.change_id] = now + index * 1e-6
@@ -189,59 +281,87 @@ class RedisStateStore:
                 pipe.sadd(key, *entered)
             if exited := [account for account, member in members.items() if not member]:
                 pipe.srem(key, *exited)
-        pipe.hset(self.outbox_key, mapping=outbox)
-        pipe.zadd(self.outbox_written_key, written)
+        pipe.hset(keys.outbox, mapping=outbox)
+        pipe.zadd(keys.outbox_written, written)
         for flow, count in flows.items():
-            pipe.hincrby(self.flows_key, flow, count)
+            pipe.hincrby(keys.flows, flow, count)
 
-    async def clear_outbox(self, change_ids: Sequence[str]) -> None:
-        """Forget changes that Kafka has acknowledged."""
-        if not change_ids:
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.outbox_key, *change_ids)
-            pipe.zrem(self.outbox_written_key, *change_ids)
-            await pipe.execute()
+    async def clear_outbox(self, changes: Sequence[SegmentChanged]) -> None:
+        """Forget changes that Kafka has acknowledged (each from its account's shard)."""
+        by_shard: dict[int, list[str]] = {}
+        for change in changes:
+            by_shard.setdefault(self.keys.shard_of(change.account_id), []).append(change.change_id)
+        for shard, change_ids in by_shard.items():
+            keys = self.keys.each[shard]
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(keys.outbox, *change_ids)
+                pipe.zrem(keys.outbox_written, *change_ids)
+                await pipe.execute()
 
     async def stale_outbox(
         self, older_than_seconds: float, limit: int = 1000
     ) -> list[SegmentChanged]:
-        """Outbox entries written long ago and never cleared: their sender died."""
+        """Outbox entries written long ago and never cleared: their sender died. In the
+        order they were written (per shard; across shards by the time written)."""
         cutoff = time.time() - older_than_seconds
-        ids = await self.redis.zrangebyscore(
-            self.outbox_written_key, "-inf", cutoff, start=0, num=limit
-        )
-        # ZRANGEBYSCORE gives them in the order they were written: resent in that order.
-        if not ids:
-            return []
-        raws = await self.redis.hmget(self.outbox_key, ids)
-        stale = [SegmentChanged.model_validate_json(raw) for raw in raws if raw is not None]
-        orphans = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
-        if orphans:
-            await self.redis.zrem(self.outbox_written_key, *orphans)
-        return stale
+        stale: list[tuple[float, SegmentChanged]] = []
+        for keys in self.keys.each:
+            pairs = await self.redis.zrangebyscore(
+                keys.outbox_written, "-inf", cutoff, start=0, num=limit, withscores=True
+            )
+            if not pairs:
+                continue
+            ids = [change_id for change_id, _ in pairs]
+            raws = await self.redis.hmget(keys.outbox, ids)
+            stale += [
+                (score, SegmentChanged.model_validate_json(raw))
+                for (_, score), raw in zip(pairs, raws, strict=True)
+                if raw is not None
+            ]
+            orphans = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+            if orphans:
+                await self.redis.zrem(keys.outbox_written, *orphans)
+        stale.sort(key=lambda entry: entry[0])
+        return [change for _, change in stale[:limit]]
 
     async def stream_time(self) -> float | None:
         """The largest event time any worker has applied (epoch seconds)."""
-        return await self.redis.zscore(self.clock_key, "stream")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.keys.each:
+                pipe.zscore(keys.clock, "stream")
+            times = [t for t in await pipe.execute() if t is not None]
+        return max(times) if times else None
 
     async def due_accounts(self, until: float, limit: int) -> list[str]:
-        raw = await self.redis.zrangebyscore(self.due_key, "-inf", until, start=0, num=limit)
-        return [_text(account) for account in raw]
+        """Up to ``limit`` accounts due by ``until``, the most overdue first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.keys.each:
+                pipe.zrangebyscore(keys.due, "-inf", until, start=0, num=limit, withscores=True)
+            replies = await pipe.execute()
+        due = heapq.merge(*replies, key=lambda pair: pair[1])
+        return [_text(account) for account, _ in itertools.islice(due, limit)]
 
     async def revenues(self) -> dict[str, float]:
         """Trailing-year revenue of every account with revenue (for the ABC cut-offs)."""
-        pairs = await self.redis.zrange(self.revenue_key, 0, -1, withscores=True)
-        return {_text(account): score for account, score in pairs}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.keys.each:
+                pipe.zrange(keys.revenue, 0, -1, withscores=True)
+            replies = await pipe.execute()
+        return {_text(account): score for pairs in replies for account, score in pairs}
 
     async def accounts_with_revenue_between(self, low: float, high: float) -> list[str]:
-        raw = await self.redis.zrangebyscore(self.revenue_key, low, high)
-        return [_text(account) for account in raw]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.keys.each:
+                pipe.zrangebyscore(keys.revenue, low, high)
+            replies = await pipe.execute()
+        return [_text(account) for raw in replies for account in raw]
 
     async def load_globals(self) -> Globals:
-        return self._globals(
-            await self.redis.mget([self.thresholds_key, *self.cluster_keys.values()])
-        )
+        masters = [self.keys.thresholds, *self.keys.cluster.values()]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in masters:
+                pipe.get(key)
+            return self._globals(await pipe.execute())
 
     def _globals(self, raws: Sequence[bytes | None]) -> Globals:
         """Cut-offs and cluster models from their stored JSON (``raws`` in key order)."""
@@ -264,11 +384,14 @@ class RedisStateStore:
 
     async def take_flows(self) -> dict[tuple[str, str, str], int]:
         """Entries and exits counted since the last call, per (family, segment, change)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.flows_key)
-            pipe.delete(self.flows_key)
-            counts, _ = await pipe.execute()
-        return {tuple(_text(k).split("/")): int(v) for k, v in counts.items()}  # type: ignore[misc]
+        totals: Counter[str] = Counter()
+        for keys in self.keys.each:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(keys.flows)
+                pipe.delete(keys.flows)
+                counts, _ = await pipe.execute()
+            totals.update({_text(k): int(v) for k, v in counts.items()})
+        return {tuple(k.split("/")): v for k, v in totals.items()}  # type: ignore[misc]
 
     async def load_profiles(self) -> dict[str, Any]:
         """The last computed segment profiles, ``"family/segment"`` -> profile."""
@@ -294,12 +417,10 @@ class RedisStateStore:
                 pipe.multi()
                 pipe.set(key, snapshot.to_json())
                 await pipe.execute()
-                return True
             except WatchError:
                 return False
-
-    def definitions_key(self, definitions_fingerprint: str) -> str:
-        return f"{self.prefix}:definitions:{definitions_fingerprint}"
+        await self._copy_to_shards(key)
+        return True
 
     async def save_family_fingerprints(
         self, definitions_fingerprint: str, families: Mapping[str, str]
@@ -311,10 +432,13 @@ class RedisStateStore:
     async def load_family_fingerprints(self) -> dict[str, dict[str, str]]:
         """Every definitions version's family fingerprints, by definitions fingerprint."""
         prefix = self.definitions_key("")
-        keys = [key async for key in self.redis.scan_iter(match=f"{prefix}*", count=100)]
-        raws = await self.redis.mget(keys) if keys else []
+        keys = [_text(key) async for key in self.redis.scan_iter(match=f"{prefix}*", count=100)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            raws = await pipe.execute() if keys else []
         return {
-            _text(key)[len(prefix) :]: json.loads(raw)
+            key[len(prefix) :]: json.loads(raw)
             for key, raw in zip(keys, raws, strict=True)
             if raw is not None
         }
@@ -329,7 +453,8 @@ class RedisStateStore:
         """Store ``new`` cut-offs if the stored ones are still ``expected``.
 
         Exactly one of several workers that computed the same new cut-offs wins,
-        and only the winner re-evaluates the affected accounts.
+        and only the winner re-evaluates the affected accounts (after the cut-offs are
+        copied into every shard, where the batches read them).
         """
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
@@ -340,16 +465,17 @@ class RedisStateStore:
                 pipe.multi()
                 pipe.set(self.thresholds_key, json.dumps(new))
                 await pipe.execute()
-                return True
             except WatchError:
                 return False
+        await self._copy_to_shards(self.thresholds_key)
+        return True
 
     async def account_ids(self, batch: int = 1000) -> AsyncIterator[list[str]]:
-        """Every account with stored state, in batches (SCAN: no blocking of Redis)."""
-        prefix = len(self.account_key_pattern) - 1
+        """Every account with stored state, in batches (SCAN: no blocking of Redis; on a
+        cluster, every primary)."""
         chunk: list[str] = []
-        async for key in self.redis.scan_iter(match=self.account_key_pattern, count=batch):
-            chunk.append(_text(key)[prefix:].strip("{}"))
+        async for key in self.redis.scan_iter(match=self.keys.state_pattern, count=batch):
+            chunk.append(self.keys.account_of(_text(key)))
             if len(chunk) >= batch:
                 yield chunk
                 chunk = []
@@ -357,24 +483,54 @@ class RedisStateStore:
             yield chunk
 
     async def members(self, family: str, segment_id: str) -> set[str]:
-        raw = await self.redis.smembers(self.members_key(family, segment_id))
-        return {_text(m) for m in raw}
+        members: set[str] = set()
+        for keys in self.keys.each:
+            raw = await self.redis.smembers(keys.members(family, segment_id))
+            members.update(_text(m) for m in raw)
+        return members
 
     async def members_page(
         self, family: str, segment_id: str, cursor: int, count: int
     ) -> tuple[int, list[str]]:
-        """One page of a segment's members (SSCAN) and the cursor of the next; 0: done."""
-        next_cursor, page = await self.redis.sscan(
-            self.members_key(family, segment_id), cursor=cursor, count=count
-        )
-        return int(next_cursor), sorted(_text(m) for m in page)
+        """One page of a segment's members (SSCAN) and the cursor of the next; 0: done.
+
+        The cursor spans the shards: ``shard + shards * (SSCAN cursor within it)``.
+        """
+        shards = self.keys.shards
+        shard, inner = cursor % shards, cursor // shards
+        while True:
+            key = self.keys.each[shard].members(family, segment_id)
+            reply, page = await self.redis.sscan(key, cursor=inner, count=count)
+            members = sorted(_text(m) for m in page)
+            if inner := int(reply):
+                return shard + shards * inner, members
+            shard += 1
+            if shard == shards:
+                return 0, members
+            if members:
+                return shard, members  # the next page starts at the next shard
+            # this shard had nothing more: on to the next one
 
     async def segment_sizes(self, segments: Sequence[tuple[str, str]]) -> list[int]:
         """The number of members of each ``(family, segment)``, one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for family, segment in segments:
-                pipe.scard(self.members_key(family, segment))
-            return [int(size) for size in await pipe.execute()]
+                for keys in self.keys.each:
+                    pipe.scard(keys.members(family, segment))
+            sizes = [int(size) for size in await pipe.execute()]
+        shards = self.keys.shards
+        return [sum(sizes[i : i + shards]) for i in range(0, len(sizes), shards)]
+
+
+# The cluster client's pipelines refuse MGET and MSET by name (their keys may span slots);
+# ours never do (one shard, one hash tag), so they go as plain commands, which the
+# cluster client routes by their first key like any other.
+def _mget(pipe: Any, keys: list[str]) -> Any:
+    return pipe.execute_command("MGET", *keys)
+
+
+def _mset(pipe: Any, mapping: dict[str, bytes]) -> Any:
+    return pipe.execute_command("MSET", *itertools.chain.from_iterable(mapping.items()))
 
 
 def _text(value: bytes | str) -> str:

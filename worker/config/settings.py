@@ -36,6 +36,11 @@ DEFAULT_TRIGGERS = Path(__file__).parent / "triggers" / "default.yaml"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+#: Shards on a Redis Cluster unless set: enough to spread over a few primaries, few
+#: enough that a batch touching every shard stays a handful of transactions.
+DEFAULT_CLUSTER_SHARDS = 16
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEGWORKER_", frozen=True, extra="ignore")
 
@@ -133,6 +138,20 @@ class Settings(BaseSettings):
         "worker and import-orders must use the same value",
     )
     redis_key_prefix: str = "seg"
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster: the worker uses the cluster "
+        "client and keeps its state in redis_shards shards spread over the primaries",
+    )
+    redis_shards: int | None = Field(
+        default=None,
+        ge=1,
+        le=16384,
+        description="Groups of accounts, each written in its own transaction and hash slot "
+        "(see worker/adapters/redis_keys.py); unset: 1 on a single Redis (the layout "
+        "before shards), 16 on a cluster. Fixed once state is stored: the worker refuses "
+        "to start on state written with another count",
+    )
     outbox_resend_after_seconds: float = Field(
         default=30.0, gt=0, description="Outbox entries older than this are re-sent by any worker"
     )
@@ -268,6 +287,20 @@ class Settings(BaseSettings):
         if self.batch_settle_seconds > self.batch_within_seconds:
             raise ValueError("batch_settle_seconds must not exceed batch_within_seconds")
         return self
+
+    @model_validator(mode="after")
+    def _shards_fit_the_store(self) -> Settings:
+        if self.redis_cluster and self.redis_shards == 1:
+            # One shard is the layout of a single primary: its keys span hash slots.
+            raise ValueError("redis_shards must be at least 2 on a Redis Cluster")
+        return self
+
+    @property
+    def state_shards(self) -> int:
+        """The shard count in effect (``redis_shards``, or its default for the store)."""
+        if self.redis_shards is not None:
+            return self.redis_shards
+        return DEFAULT_CLUSTER_SHARDS if self.redis_cluster else 1
 
     @field_serializer("redis_url", when_used="json")
     def _redis_url_without_password(self, url: str | None) -> str | None:

@@ -121,10 +121,16 @@ def create_app(
     ) -> None:
         outbox_flush_pending.set()
 
+    store_ready = asyncio.Event()
+
     @app.task
     async def record_definitions() -> None:
-        """What each family of these definitions is, for a later recompute to see which
-        families a new version changed (``worker.core.impact``)."""
+        """Check the stored key layout (a worker configured for another shard count than
+        the state was written with stops here: ``LayoutMismatch``), then record what each
+        family of these definitions is, for a later recompute to see which families a new
+        version changed (``worker.core.impact``)."""
+        await processor.retrying("redis", store.prepare)
+        store_ready.set()
         await processor.record_definitions()
 
     @app.agent(inputs, name="segment")
@@ -134,6 +140,7 @@ def create_app(
         # longer holds up the next batch. Deliveries stay in batch order (the next one
         # starts after the previous one finished), so at most one is in flight.
         delivering: asyncio.Future[None] | None = None
+        await store_ready.wait()  # nothing is written before the layout is checked
         try:
             async for batch in take_batches(
                 stream.noack(),  # type: ignore[attr-defined]

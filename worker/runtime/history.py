@@ -43,12 +43,14 @@ class HistoryWriter:
         import write an account in turn, and events applied already are skipped (a
         re-import, or a partly finished one, applies only the rest).
         """
-        attempts = 0
+        tried: set[str] = set()
 
         def mutate(states: dict[str, AccountState], globals: Globals) -> BatchResult:
-            nonlocal attempts
-            attempts += 1  # a prepared fold is finished once: not again on a retry
-            ready = prepared if attempts == 1 else None
+            # A prepared fold is finished once: not again on a retry (of its shard).
+            ready = {
+                a: fold for a, fold in (prepared or {}).items() if a in states and a not in tried
+            }
+            tried.update(states)
             return self._fold(states, globals, history, end, cause, ready)
 
         processor = self.processor
@@ -72,6 +74,8 @@ class HistoryWriter:
         processor = self.processor
         windows = memory_windows(processor.families, globals)
         for account, events in history.items():
+            if account not in states:
+                continue  # another shard's account: folded in that shard's transaction
             before, fold = (prepared or {}).get(account, (b"", None))
             if fold is not None and encode_state(states[account]) == before:
                 states[account] = fold.state

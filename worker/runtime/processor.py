@@ -304,9 +304,7 @@ class BatchProcessor:
         if resend:
             self.metrics.outbox_resent.inc(len(resend))
         await self.retrying("kafka", lambda: self.sender.send_changes(outgoing))
-        await self.retrying(
-            "redis", lambda: self.store.clear_outbox([c.change_id for c in outgoing])
-        )
+        await self.retrying("redis", lambda: self.store.clear_outbox(outgoing))
         for change in changes:
             self.metrics.changes.labels(change.family, change.change).inc()
             if change.change == "exited" and change.member_since is not None:
@@ -378,7 +376,9 @@ class BatchProcessor:
         result = BatchResult()
         live_since = self.live_since()
         for event, record in events:
-            state = states[event.account_id]
+            state = states.get(event.account_id)
+            if state is None:
+                continue  # another shard's account: applied in that shard's transaction
             if isinstance(event, AccountErased):
                 result.changes.extend(erase(state, event, live_since))
                 states[event.account_id] = AccountState(event.account_id)

@@ -131,6 +131,7 @@ def start_redis(
     appendonly: bool = False,
     port: int | None = None,
     timeout: float = 15,
+    extra_args: tuple[str, ...] = (),
 ) -> EmbeddedRedis:
     """Start ``redis-server`` on a loopback port and wait until it answers PING.
 
@@ -146,6 +147,8 @@ def start_redis(
         is not retried when taken.
     timeout : float
         Seconds to wait for the server to answer PING (an AOF is loaded first).
+    extra_args : tuple of str
+        More ``redis-server`` options, e.g. ``("--cluster-enabled", "yes")``.
 
     Returns
     -------
@@ -167,7 +170,7 @@ def start_redis(
 
     def launch() -> tuple[EmbeddedRedis, Callable[[], None]]:
         chosen = port if port is not None else processes.free_port()
-        cmd = [binary, *_redis_args(chosen, directory, appendonly)]
+        cmd = [binary, *_redis_args(chosen, directory, appendonly), *extra_args]
         process = spawn(cmd, log_path, directory, os.environ)
         server = EmbeddedRedis(
             process=process,
