@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.adapters.kafka_senders import ProducerSender
+from worker.adapters.redis_replication import CLUSTER_TRANSIENT_ERRORS
 from worker.adapters.redis_store import RedisStateStore
 from worker.adapters.redis_triggers import RedisTriggerStore
 from worker.adapters.webhook import WebhookClient
@@ -32,6 +33,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     OSError,
+    *CLUSTER_TRANSIENT_ERRORS,
 )
 #: What a command reports as "cannot reach Redis or Kafka" (Kafka's own errors too).
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, KafkaError)
@@ -56,15 +58,20 @@ def state_store(settings: Settings) -> StateStore:
         [c.family for c in clusterings(settings)],
         settings.cluster_margin,
         settings.state_shards,
+        settings.state_wait_replicas,
+        settings.redis_wait_timeout_ms,
     )
 
 
 def trigger_store(settings: Settings) -> TriggerStore:
     """The campaign trigger router's store, in the same Redis as the state."""
-    if not settings.redis_url:
-        raise ValueError("a trigger store needs redis_url")
-    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
-    return RedisTriggerStore(redis, settings.redis_key_prefix)
+    return RedisTriggerStore(
+        redis_client(settings),
+        settings.redis_key_prefix,
+        settings.state_shards,
+        settings.state_wait_replicas,
+        settings.redis_wait_timeout_ms,
+    )
 
 
 def webhook_client() -> WebhookPoster:

@@ -28,10 +28,16 @@ layout used before shards existed, so a stored deployment reads on::
     seg:profiles                     JSON of the last computed segment profiles
     seg:definitions:<fingerprint>    each family's fingerprint in that definitions version
     seg:layout                       the shard count the keys were written with
+    seg:trig:{<account_id>}          the trigger router's state of the account
+    seg:trig:outbox                  HASH trigger_id -> CampaignTriggered JSON, not yet sent
+    seg:trig:outbox:due              ZSET trigger_id -> when it may be sent
+    seg:trig:rate:<destination>      a webhook rate limiter (one key, outside the shards)
+    seg:trig:daily                   HASH of decisions per day (outside the shards)
 
 With ``n`` shards, shard ``k`` has the same per-shard keys under ``seg:{seg/k}:...``
-(``{seg/k}`` is the hash tag; ``seg:{seg/3}:acct:ACME``, ``seg:{seg/3}:due``, ...) plus
-its copies ``seg:{seg/k}:value:thresholds`` and ``seg:{seg/k}:cluster:<family>``.
+(``{seg/k}`` is the hash tag; ``seg:{seg/3}:acct:ACME``, ``seg:{seg/3}:due``,
+``seg:{seg/3}:trig:acct:ACME``, ``seg:{seg/3}:trig:outbox``, ...) plus its copies
+``seg:{seg/k}:value:thresholds`` and ``seg:{seg/k}:cluster:<family>``.
 
 >>> layout = KeyLayout("seg", shards=1)
 >>> layout.shard_keys("ACME").state("ACME"), layout.shard_keys("ACME").due
@@ -107,6 +113,25 @@ class ShardKeys:
     def cluster(self, family: str) -> str:
         """The cluster model a batch of this shard reads and watches."""
         return f"{self.base}:cluster:{family}"
+
+    def trigger_state(self, account_id: str) -> str:
+        """The trigger router's state of an account (``worker.adapters.redis_triggers``)."""
+        if self.tag:
+            return f"{self.base}:trig:acct:{account_id}"
+        return f"{self.prefix}:trig:{{{account_id}}}"
+
+    @property
+    def trigger_outbox(self) -> str:
+        return f"{self.base}:trig:outbox"
+
+    @property
+    def trigger_due(self) -> str:
+        return f"{self.base}:trig:outbox:due"
+
+    @property
+    def ticket(self) -> str:
+        """Counter written after a transaction to wait for its replication (``WAIT``)."""
+        return f"{self.base}:replicated"
 
     @property
     def watched_globals(self) -> list[str]:

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from worker.adapters.redis_keys import KeyLayout, ShardKeys
+from worker.adapters.redis_replication import wait_replicated
 from worker.adapters.state_codec import decode_state, encode_state
 from worker.core.clustering import ClusterSnapshot
 from worker.core.events import SegmentChanged
@@ -45,8 +46,14 @@ class RedisStateStore:
         cluster_families: Sequence[str] = (),
         cluster_margin: float = 0.1,
         shards: int = 1,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self.redis = redis
+        #: replicas that must have a batch's write before it counts as done
+        #: (``worker.adapters.redis_replication``)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.prefix = prefix
         self.keys = KeyLayout(prefix, shards, cluster_families)
         self.cluster_keys = self.keys.cluster
@@ -208,11 +215,15 @@ class RedisStateStore:
                     pipe.multi()
                     self._queue_writes(pipe, keys, states, result)
                     await pipe.execute()
-                    return result
+                    break
                 except WatchError:
                     # Another worker wrote one of these accounts (a rebalance in
                     # progress): recompute from what it wrote.
                     continue
+        # Also after a write that changed nothing: a retry after a failed wait finds
+        # its earlier write in place and must see it replicated before it counts.
+        await wait_replicated(self.redis, keys.ticket, self.wait_replicas, self.wait_timeout_ms)
+        return result
 
     async def _still_in_outbox(
         self, pipe: Any, keys: ShardKeys, change_ids: list[str]

@@ -1,24 +1,19 @@
 """The trigger router's state in Redis: per-account trigger state and the trigger outbox.
 
-Keys (``seg`` is the configurable prefix; braces are Redis Cluster hash tags)::
-
-    seg:trig:{<account_id>}        the account's TriggerState (JSON): cooldowns, the cap's
-                                   recent firings, decided change ids, the decision log
-    seg:trig:outbox                HASH trigger_id -> CampaignTriggered JSON, not yet sent
-    seg:trig:outbox:due            ZSET trigger_id -> when it may be sent (wall clock; later
-                                   than now while quiet hours delay it)
-    seg:trig:rate:<destination>    the webhook rate limiter's state (``take_token``)
-    seg:trig:daily                 HASH "<UTC date>/<trigger>/<outcome>/<rule>" -> decisions
-                                   (the report's triggers section)
+Keys: ``worker.adapters.redis_keys`` (the trigger state and outbox of an account live in
+its shard, beside its segmentation state; the rate limiters and the daily counts are
+single keys outside the shards).
 
 ``update`` writes the states of a batch of changes together with their triggers' outbox
-entries in one MULTI/EXEC, with a WATCH on the states (a router that lost its partitions
-in a rebalance recomputes instead of overwriting): a cooldown is never recorded without
-its trigger, nor the other way round. ``clear`` forgets what Kafka acknowledged.
+entries in one MULTI/EXEC per shard, with a WATCH on the states (a router that lost its
+partitions in a rebalance recomputes instead of overwriting): a cooldown is never
+recorded without its trigger, nor the other way round. ``clear`` forgets what Kafka
+acknowledged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -26,6 +21,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from worker.adapters.redis_keys import KeyLayout, ShardKeys
+from worker.adapters.redis_replication import wait_replicated
 from worker.core.events import CampaignTriggered
 from worker.core.triggers.policy import TriggerState
 
@@ -51,16 +48,35 @@ return '0'
 class RedisTriggerStore:
     """Trigger states and the trigger outbox (``worker.ports.TriggerStore``)."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "seg") -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str = "seg",
+        shards: int = 1,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
         self.redis = redis
+        #: replicas that must have a write before it counts (a cooldown lost in a
+        #: failover would let a trigger fire twice)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.prefix = prefix
-        self.outbox_key = f"{prefix}:trig:outbox"
-        self.due_key = f"{prefix}:trig:outbox:due"
+        self.keys = KeyLayout(prefix, shards)
         self.daily_key = f"{prefix}:trig:daily"
         self._take_token = redis.register_script(_TAKE_TOKEN)
 
+    @property
+    def outbox_key(self) -> str:
+        """The outbox of the single-shard layout (tests and tools)."""
+        return self.keys.each[0].trigger_outbox
+
+    @property
+    def due_key(self) -> str:
+        return self.keys.each[0].trigger_due
+
     def state_key(self, account_id: str) -> str:
-        return f"{self.prefix}:trig:{{{account_id}}}"
+        return self.keys.shard_keys(account_id).trigger_state(account_id)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -76,64 +92,101 @@ class RedisTriggerStore:
     ) -> list[CampaignTriggered]:
         """Load the accounts' states, let ``mutate`` decide (it may run again on a
         conflict, so it must be pure given the states), and write the states and the
-        triggers it returns to the outbox atomically."""
-        accounts = sorted(set(account_ids))
-        keys = [self.state_key(account) for account in accounts]
+        triggers it returns to the outbox atomically: per shard, called with that shard's
+        accounts only, the shards concurrently."""
+        groups = self.keys.by_shard(account_ids)
+        parts = await asyncio.gather(
+            *(
+                self._update_shard(self.keys.each[shard], accounts, mutate)
+                for shard, accounts in groups.items()
+            )
+        )
+        return [trigger for part in parts for trigger in part]
+
+    async def _update_shard(
+        self,
+        keys: ShardKeys,
+        accounts: list[str],
+        mutate: Callable[[dict[str, TriggerState]], Sequence[CampaignTriggered]],
+    ) -> list[CampaignTriggered]:
+        state_keys = [keys.trigger_state(account) for account in accounts]
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(*keys)
-                    raws = await pipe.mget(keys)
+                    await pipe.watch(*state_keys)
+                    raws = await pipe.execute_command("MGET", *state_keys)
                     states = {
                         account: _state(account, raw)
                         for account, raw in zip(accounts, raws, strict=True)
                     }
                     triggers = list(mutate(states))
                     pipe.multi()
-                    pipe.mset(
-                        {
-                            self.state_key(account): json.dumps(state.to_dict())
+                    pipe.execute_command(
+                        "MSET",
+                        *(
+                            part
                             for account, state in states.items()
-                        }
+                            for part in (keys.trigger_state(account), json.dumps(state.to_dict()))
+                        ),
                     )
                     if triggers:
                         pipe.hset(
-                            self.outbox_key,
+                            keys.trigger_outbox,
                             mapping={t.trigger_id: t.model_dump_json() for t in triggers},
                         )
                         pipe.zadd(
-                            self.due_key,
+                            keys.trigger_due,
                             {t.trigger_id: t.deliver_at.timestamp() for t in triggers},
                         )
                     await pipe.execute()
-                    return triggers
+                    break
                 except WatchError:
                     continue
+        await wait_replicated(self.redis, keys.ticket, self.wait_replicas, self.wait_timeout_ms)
+        return triggers
 
-    async def clear(self, trigger_ids: Sequence[str]) -> None:
-        """Forget triggers that Kafka has acknowledged."""
-        if not trigger_ids:
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.outbox_key, *trigger_ids)
-            pipe.zrem(self.due_key, *trigger_ids)
-            await pipe.execute()
+    async def clear(self, triggers: Sequence[CampaignTriggered]) -> None:
+        """Forget triggers that Kafka has acknowledged (each from its account's shard)."""
+        by_shard: dict[int, list[str]] = {}
+        for trigger in triggers:
+            shard = self.keys.shard_of(trigger.account_id)
+            by_shard.setdefault(shard, []).append(trigger.trigger_id)
+        for shard, trigger_ids in by_shard.items():
+            keys = self.keys.each[shard]
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(keys.trigger_outbox, *trigger_ids)
+                pipe.zrem(keys.trigger_due, *trigger_ids)
+                await pipe.execute()
 
     async def due(self, until: float, limit: int = 500) -> list[CampaignTriggered]:
         """Outbox entries that may be sent by ``until`` (wall clock), oldest first: the ones
         quiet hours delayed, and those whose sender died before Kafka acknowledged them."""
-        ids = await self.redis.zrangebyscore(self.due_key, "-inf", until, start=0, num=limit)
-        if not ids:
-            return []
-        raws = await self.redis.hmget(self.outbox_key, ids)
-        orphans = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
-        if orphans:
-            await self.redis.zrem(self.due_key, *orphans)
-        return [CampaignTriggered.model_validate_json(raw) for raw in raws if raw is not None]
+        due: list[tuple[float, CampaignTriggered]] = []
+        for keys in self.keys.each:
+            pairs = await self.redis.zrangebyscore(
+                keys.trigger_due, "-inf", until, start=0, num=limit, withscores=True
+            )
+            if not pairs:
+                continue
+            ids = [trigger_id for trigger_id, _ in pairs]
+            raws = await self.redis.hmget(keys.trigger_outbox, ids)
+            orphans = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+            if orphans:
+                await self.redis.zrem(keys.trigger_due, *orphans)
+            due += [
+                (score, CampaignTriggered.model_validate_json(raw))
+                for (_, score), raw in zip(pairs, raws, strict=True)
+                if raw is not None
+            ]
+        due.sort(key=lambda entry: entry[0])
+        return [trigger for _, trigger in due[:limit]]
 
     async def pending(self) -> int:
         """How many triggers wait in the outbox."""
-        return int(await self.redis.hlen(self.outbox_key))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.keys.each:
+                pipe.hlen(keys.trigger_outbox)
+            return sum(int(n) for n in await pipe.execute())
 
     async def take_token(self, destination: str, per_second: float, now: float) -> float:
         """One request to ``destination`` at ``rate`` per second across every process:

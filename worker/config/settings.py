@@ -288,6 +288,27 @@ class Settings(BaseSettings):
             raise ValueError("batch_settle_seconds must not exceed batch_within_seconds")
         return self
 
+    redis_wait_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas that must have a batch's Redis write before its input is "
+        "acknowledged (WAIT), so a primary's failover loses nothing; unset: 1 on a "
+        "cluster, 0 on a single Redis (set 1 with a replica behind Sentinel; 0 on a "
+        "cluster without replicas, or batches wait forever)",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="How long one wait for the replicas lasts before the batch is retried",
+    )
+
+    @property
+    def state_wait_replicas(self) -> int:
+        """The replica count in effect (``redis_wait_replicas``, or its default)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_cluster else 0
+
     @model_validator(mode="after")
     def _shards_fit_the_store(self) -> Settings:
         if self.redis_cluster and self.redis_shards == 1:

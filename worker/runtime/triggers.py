@@ -66,22 +66,26 @@ class TriggerRouter:
         states = await self.segmentation.load_many(accounts)
         shared = await self.segmentation.load_globals()
         now = self.clock()
-        decided: list[Decision] = []
+        #: change index -> its decisions; the store calls ``mutate`` once per shard (with
+        #: that shard's accounts) and again after a write conflict, which redoes them
+        by_change: dict[int, list[Decision]] = {}
 
         def mutate(triggers: dict[str, TriggerState]) -> list[CampaignTriggered]:
-            decided.clear()  # runs again after a write conflict
             out = []
-            for change in changes:
+            for index, change in enumerate(changes):
+                if change.account_id not in triggers:
+                    continue  # another shard's account
                 account = states.get(change.account_id)
-                for decision in self._decide(
+                by_change[index] = self._decide(
                     change, triggers[change.account_id], account, shared, now
-                ):
-                    decided.append(decision)
+                )
+                for decision in by_change[index]:
                     if decision.outcome != "suppressed":
                         out.append(self._triggered(change, decision, account))
             return out
 
         triggered = await self.store.update(accounts, mutate)
+        decided = [decision for index in sorted(by_change) for decision in by_change[index]]
         await self._count(decided)
         # Sent now unless quiet hours delayed it. Compared as the trigger carries both
         # (datetimes of microseconds): ``deliver_at.timestamp()`` of an undelayed trigger
@@ -157,7 +161,7 @@ class TriggerRouter:
         if not triggers:
             return
         await self.sender.send_triggers(triggers)
-        await self.store.clear([t.trigger_id for t in triggers])
+        await self.store.clear(triggers)
 
     async def send_due(self, stale_after: float) -> int:
         """Send what quiet hours held back and is due now, and what a dead sender left in

@@ -76,11 +76,13 @@ def orders() -> list[list[Any]]:
     return batches
 
 
-async def run(client: Any, shards: int) -> dict[str, Any]:
+async def run(client: Any, shards: int, store: RedisStateStore | None = None) -> dict[str, Any]:
     """Process the batches, refresh the cut-offs, and read back everything a user sees."""
-    store = RedisStateStore(client, f"sh{shards}", shards=shards)
+    store = store or RedisStateStore(client, f"sh{shards}", shards=shards)
     await store.prepare()
-    settings = Settings(kafka_bootstrap_servers="unused:9092", redis_url="redis://unused")
+    settings = Settings(
+        kafka_bootstrap_servers="unused:9092", redis_url="redis://unused", retry_max_seconds=0.2
+    )
     processor = BatchProcessor(settings, DEFINITIONS, store, RecordingSender(), Metrics())
     for batch in orders():
         await processor.process(batch)
@@ -184,3 +186,49 @@ async def test_sixteen_shards_on_a_redis_cluster_hold_what_one_shard_holds(
         assert thresholds == sharded["thresholds"]
     finally:
         await client.aclose()
+
+
+class KillingStore(RedisStateStore):
+    """Kills the primary of a shard while that shard's share of a batch is in flight:
+    after its states were read under WATCH, before its EXEC."""
+
+    def __init__(self, cluster: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cluster = cluster
+        self.batches = 0
+        self.killed: list[tuple[int, int]] = []  # (batch, port)
+
+    async def update_batch(self, account_ids: Any, mutate: Any) -> Any:
+        self.batches += 1
+        batch = self.batches
+
+        def killing(states: dict[str, Any], globals: Any) -> Any:
+            if batch == 2 and not self.killed:
+                account = min(states)
+                slot = self.redis.keyslot(self.keys.shard_keys(account).state(account))
+                primary = self.cluster.primary_of_slot(slot)
+                self.cluster.kill(primary)
+                self.killed.append((batch, primary.port))
+            return mutate(states, globals)
+
+        return await super().update_batch(account_ids, killing)
+
+
+async def test_a_primary_killed_while_a_batch_is_in_flight_loses_nothing(single) -> None:
+    from worker.devtools.embedded.redis_cluster import start_redis_cluster
+
+    cluster = start_redis_cluster()
+    try:
+        client = RedisCluster.from_url(cluster.url)
+        store = KillingStore(cluster, client, "sh16", shards=16, wait_replicas=1)
+        outcome = await run(client, 16, store)
+        await client.aclose()
+        assert len(store.killed) == 1 and store.killed[0][0] == 2  # in batch 2, in flight
+        nodes = {node.port: node for node in cluster.nodes()}
+        dead = nodes[store.killed[0][1]]
+        assert "fail" in dead.flags
+        promoted = [n for n in nodes.values() if n.is_primary and n.port != dead.port]
+        assert len(promoted) == 3  # its replica took over
+        await assert_same(outcome, single)
+    finally:
+        cluster.stop()
