@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -55,10 +56,13 @@ def measure(
     settings: Settings,
     total: int,
     timeout: float,
+    on_done: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Rate from the group's first commit to its last, so group-join time is not counted.
 
-    One process per environment in ``envs``, all in consumer group ``group``.
+    One process per environment in ``envs``, all in consumer group ``group``;
+    ``on_done`` runs once everything is committed, before the processes stop, and adds
+    its figures to the result.
     """
     progress = GroupProgress(settings, group)
     logs = Path(tempfile.mkdtemp(prefix="segworker-bench-"))
@@ -91,6 +95,7 @@ def measure(
                 first = (now, done)
             if done != last[1]:
                 last = (now, done)
+        extra = on_done() if on_done is not None else {}
     finally:
         for process in processes:
             process.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
@@ -108,6 +113,7 @@ def measure(
         "seconds": seconds,
         "rate": (total - first[1]) / seconds if seconds > 0 else float("nan"),
         "rss_mib": peak_rss,
+        **extra,
     }
 
 

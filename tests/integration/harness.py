@@ -16,9 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import redis
+import redis.cluster
 from kafka import KafkaConsumer, KafkaProducer
 
 from worker.adapters.kafka_topics import create_topics
+from worker.adapters.redis_keys import KeyLayout
 from worker.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +42,8 @@ class Deployment:
     definitions_path: Path
     name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
     partitions: int = 4
+    #: ``redis_url`` names a node of a Redis Cluster (the worker's default 16 shards)
+    cluster: bool = False
 
     @property
     def env(self) -> dict[str, str]:
@@ -60,6 +65,7 @@ class Deployment:
             "SEGWORKER_PARTITIONS": str(self.partitions),
             "SEGWORKER_REDIS_KEY_PREFIX": n,
             "SEGWORKER_DEFINITIONS_PATH": str(self.definitions_path),
+            "SEGWORKER_REDIS_CLUSTER": "true" if self.cluster else "false",
         }
 
     @property
@@ -200,3 +206,60 @@ def order_event(
         "contact_id": f"{account}-C1",
         "lines": [{"sku": "SKU-1", "category": category, "quantity": 1, "unit_price": total}],
     }
+
+
+class StoredState:
+    """What a deployment keeps in Redis, read as the worker lays it out: any shard count,
+    on one Redis or a Redis Cluster (``worker.adapters.redis_keys``)."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        settings = deployment.settings
+        self.layout = KeyLayout(deployment.name, settings.state_shards)
+        url = deployment.redis_url
+        self.redis: Any = (
+            redis.cluster.RedisCluster.from_url(url, socket_timeout=5)
+            if settings.redis_cluster
+            else redis.Redis.from_url(url, socket_timeout=5)
+        )
+
+    def stream_time(self) -> float | None:
+        times = [self.redis.zscore(keys.clock, "stream") for keys in self.layout.each]
+        return max((t for t in times if t is not None), default=None)
+
+    def outbox(self) -> int:
+        return sum(int(self.redis.hlen(keys.outbox)) for keys in self.layout.each)
+
+    def due(self, until: float) -> int:
+        return sum(int(self.redis.zcount(keys.due, "-inf", until)) for keys in self.layout.each)
+
+    def state(self, account: str) -> bytes | None:
+        raw: bytes | None = self.redis.get(self.layout.shard_keys(account).state(account))
+        return raw
+
+    def accounts(self) -> set[str]:
+        """Every account with a stored state (SCAN of every primary)."""
+        return {
+            self.layout.account_of(key.decode())
+            for key in self.redis.scan_iter(match=self.layout.state_pattern, count=1000)
+        }
+
+    def members(self, family: str, segment: str) -> set[str]:
+        return {
+            account.decode()
+            for keys in self.layout.each
+            for account in self.redis.smembers(keys.members(family, segment))
+        }
+
+    def thresholds(self) -> dict[str, Any] | None:
+        raw = self.redis.get(self.layout.thresholds)
+        return None if raw is None else dict(json.loads(raw))
+
+    def revenues(self) -> dict[str, float]:
+        return {
+            account.decode(): score
+            for keys in self.layout.each
+            for account, score in self.redis.zrange(keys.revenue, 0, -1, withscores=True)
+        }
+
+    def close(self) -> None:
+        self.redis.close()

@@ -39,21 +39,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import Deployment, WorkerProcess
+from tests.integration.harness import Deployment, StoredState, WorkerProcess
 from worker.adapters.kafka_clients import encode
 from worker.adapters.state_codec import decode_state
+from worker.core import value
 from worker.core.definitions import Definitions, load_definitions
 from worker.core.events import decode_input
-from worker.core.features import FEATURES, VOCABULARY, AccountState, FeatureView, day_of
+from worker.core.features import (
+    FEATURES,
+    VOCABULARY,
+    AccountState,
+    FeatureView,
+    Globals,
+    day_of,
+)
 from worker.core.processing import evaluate, process_event
 from worker.devtools.embedded import EmbeddedKafka, EmbeddedRedis, start_kafka, start_redis
 from worker.devtools.generator import TopicEvent, generate_events, make_accounts
 
 DEFINITIONS_PATH = Path(__file__).with_name("faults.yaml")
+#: The same with the value family (ABC cut-offs), for the runs on a Redis Cluster.
+VALUE_DEFINITIONS_PATH = Path(__file__).with_name("faults_value.yaml")
 #: A fixed start: the same seed gives byte-identical streams on every run.
 START = datetime(2025, 1, 6, tzinfo=UTC)
 ACCOUNTS = 100
@@ -211,10 +220,12 @@ class Scenario:
     workers: list[WorkerProcess] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reported: bool = False
+    #: more worker settings (a value family's cut-off refresh, say)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.deployment.create_topics()
-        self.redis = redis.Redis.from_url(self.deployment.redis_url, socket_timeout=5)
+        self.stored = StoredState(self.deployment)
         self.times = [event_time(event) for _, event in self.events]
         self.producer = StreamProducer(self.deployment, self.events, RATE)
         #: the workers that must be running (not yet killed or stopped by the test)
@@ -225,12 +236,16 @@ class Scenario:
         return self.deployment.name
 
     @property
+    def definitions(self) -> Definitions:
+        return load_definitions(self.deployment.definitions_path, VOCABULARY)
+
+    @property
     def group(self) -> str:
         return self.deployment.env["SEGWORKER_APP_ID"]
 
     def start_worker(self) -> WorkerProcess:
         log = self.logs / f"{self.name}-worker-{len(self.workers)}.log"
-        worker = WorkerProcess(self.deployment, log, **WORKER_ENV)
+        worker = WorkerProcess(self.deployment, log, **WORKER_ENV, **self.extra_env)
         self.workers.append(worker)
         self.live.append(worker)
         return worker
@@ -277,10 +292,9 @@ class Scenario:
 
     def wait_outbox_written(self, timeout: float = 10.0) -> int:
         """Spin until the outbox holds changes (written, not yet acknowledged); their count."""
-        key = f"{self.prefix}:outbox"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pending = self.redis.hlen(key)
+            pending = self.stored.outbox()
             if pending:
                 return int(pending)
         self.assert_alive()
@@ -295,11 +309,13 @@ class Scenario:
         self.producer.abort()
         for worker in self.workers:
             worker.kill()  # no-op for an exited process; closes its log
-        self.redis.close()
+        self.stored.close()
 
 
 @pytest.fixture
-def scenario_factory(kafka, redis_server, tmp_path, capsys) -> Iterator[Callable[..., Scenario]]:
+def scenario_factory(
+    kafka, redis_server, tmp_path, capsys, request
+) -> Iterator[Callable[..., Scenario]]:
     made: list[Scenario] = []
 
     def make(
@@ -309,11 +325,24 @@ def scenario_factory(kafka, redis_server, tmp_path, capsys) -> Iterator[Callable
         *,
         broker: EmbeddedKafka | None = None,
         store: EmbeddedRedis | None = None,
+        cluster: bool = False,
     ) -> Scenario:
-        deployment = Deployment(
-            (broker or kafka).bootstrap_servers, (store or redis_server).url, DEFINITIONS_PATH
+        """``cluster``: on the session's Redis Cluster (3 primaries, each with a replica;
+        16 shards), with the value family, whose cut-offs merge the shards' revenues."""
+        if cluster:
+            url = request.getfixturevalue("redis_cluster").url
+            deployment = Deployment(
+                (broker or kafka).bootstrap_servers, url, VALUE_DEFINITIONS_PATH, cluster=True
+            )
+            extra = {"SEGWORKER_VALUE_INTERVAL_SECONDS": "1"}
+        else:
+            deployment = Deployment(
+                (broker or kafka).bootstrap_servers, (store or redis_server).url, DEFINITIONS_PATH
+            )
+            extra = {}
+        scenario = Scenario(
+            name, deployment, synthetic_stream(seed, days), tmp_path, extra_env=extra
         )
-        scenario = Scenario(name, deployment, synthetic_stream(seed, days), tmp_path)
         made.append(scenario)
         return scenario
 
@@ -340,7 +369,7 @@ def wait_settled(scenario: Scenario, timeout: float = SETTLE_TIMEOUT) -> None:
     """Until the input is committed, the outbox is empty and no account is due (3 polls)."""
     ends = scenario.producer.ends
     admin = KafkaAdminClient(bootstrap_servers=scenario.deployment.bootstrap_servers)
-    r, prefix = scenario.redis, scenario.prefix
+    stored = scenario.stored
     status = "nothing checked yet"
     try:
         deadline = time.monotonic() + timeout
@@ -353,11 +382,12 @@ def wait_settled(scenario: Scenario, timeout: float = SETTLE_TIMEOUT) -> None:
                 for tp, end in ends.items()
                 if committed.get(tp, 0) < end
             }
-            clock = r.zscore(f"{prefix}:clock", "stream")
-            outbox = r.hlen(f"{prefix}:outbox")
-            due = r.zcount(f"{prefix}:due", "-inf", clock) if clock is not None else -1
-            status = f"behind={behind} outbox={outbox} due={due}"
-            calm = calm + 1 if not behind and outbox == 0 and due == 0 else 0
+            clock = stored.stream_time()
+            outbox = stored.outbox()
+            due = stored.due(clock) if clock is not None else -1
+            cutoffs = cutoffs_settled(scenario)
+            status = f"behind={behind} outbox={outbox} due={due} cut-offs settled={cutoffs}"
+            calm = calm + 1 if not behind and outbox == 0 and due == 0 and cutoffs else 0
             if calm >= 3:
                 return
             time.sleep(0.5)
@@ -422,9 +452,27 @@ def offline_states(
         event = decode_input(encode(raw))
         state = states.setdefault(event.account_id, AccountState(event.account_id))
         process_event(state, event, definitions)
+    # the ABC cut-offs of the value family: over every account's trailing-year revenue
+    day = day_of(datetime.fromtimestamp(at, UTC))
+    revenues = [FeatureView(state, day)["revenue_365d"] for state in states.values()]
+    cutoffs = value.thresholds_to_dict(value.compute_thresholds(revenues))
     for state in states.values():
-        evaluate(state, definitions, "offline", at=at)
+        evaluate(state, definitions, "offline", Globals.from_thresholds(cutoffs), at=at)
     return states
+
+
+def cutoffs_settled(scenario: Scenario) -> bool:
+    """With a value family: the stored cut-offs are those of the revenues stored now."""
+    if all(family.id != "value" for family in scenario.definitions.families):
+        return True
+    stored = scenario.stored.thresholds()
+    revenues = scenario.stored.revenues()
+    computed = value.thresholds_to_dict(value.compute_thresholds(revenues.values()))
+    return (
+        stored is not None
+        and stored.get("accounts") == computed["accounts"]
+        and value.same_cutoffs(stored, computed)
+    )
 
 
 @dataclass
@@ -452,24 +500,22 @@ class Report:
 
 def check(scenario: Scenario) -> Report:
     """(a) stored state == offline recomputation; (b) the change stream replays to it."""
-    definitions = load_definitions(DEFINITIONS_PATH, VOCABULARY)
-    r, prefix, report = scenario.redis, scenario.prefix, Report(events_in=len(scenario.events))
+    definitions = load_definitions(scenario.deployment.definitions_path, VOCABULARY)
+    stored_state, report = scenario.stored, Report(events_in=len(scenario.events))
 
     # (a) the stored state against the input
-    stream_time = r.zscore(f"{prefix}:clock", "stream")
+    stream_time = stored_state.stream_time()
     last_event = max(scenario.times)
     if stream_time != last_event:
         report.mismatch("state", f"stream time {stream_time} != last event time {last_event}")
     at = stream_time or last_event
     day = day_of(datetime.fromtimestamp(at, UTC))
     expected = offline_states(scenario.events, definitions, at)
-    stored_keys = {key.decode() for key in r.scan_iter(match=f"{prefix}:acct:*", count=1000)}
-    unexpected = stored_keys - {f"{prefix}:acct:{{{a}}}" for a in expected}
-    for key in sorted(unexpected):
-        report.mismatch("state", f"stored state of an account without input: {key}")
+    for account in sorted(stored_state.accounts() - set(expected)):
+        report.mismatch("state", f"stored state of an account without input: {account}")
     stored: dict[str, AccountState] = {}
     for account, offline in sorted(expected.items()):
-        raw = r.get(f"{prefix}:acct:{{{account}}}")
+        raw = stored_state.state(account)
         if raw is None:
             report.mismatch("state", f"{account}: no stored state")
         state = stored[account] = decode_state(account, raw)
@@ -559,8 +605,8 @@ def check(scenario: Scenario) -> Report:
     members: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for family in definitions.families:
         for segment in family.segments:
-            for account in r.smembers(f"{prefix}:members:{family.id}:{segment.id}"):
-                members[account.decode()][family.id].add(segment.id)
+            for account in stored_state.members(family.id, segment.id):
+                members[account][family.id].add(segment.id)
     for account in sorted(set(members) | set(stored)):
         final = memberships_of(stored[account]) if account in stored else {}
         in_sets = {f: s for f, s in members.get(account, {}).items() if s}
@@ -597,9 +643,11 @@ def finish(scenario: Scenario, capsys: pytest.CaptureFixture[str], started: floa
 
 
 @pytest.mark.timeout(200)
-def test_worker_killed_three_times_at_random_points(scenario_factory, capsys):
+@pytest.mark.parametrize("store", ["redis", "cluster"])
+def test_worker_killed_three_times_at_random_points(scenario_factory, capsys, store):
     started = time.monotonic()
-    scenario = scenario_factory("kill-9", seed=101, days=200)
+    cluster = store == "cluster"
+    scenario = scenario_factory(f"kill-9-{store}", seed=101, days=200, cluster=cluster)
     rng = random.Random(4242)
     # Each incarnation is killed after a seeded number of events: the first one while the
     # stream is live (small batches), a seeded moment later, so anywhere in a batch's
@@ -669,9 +717,11 @@ def test_broker_frozen_for_five_seconds(scenario_factory, capsys):
 
 
 @pytest.mark.timeout(150)
-def test_second_worker_joins_and_first_leaves(scenario_factory, capsys):
+@pytest.mark.parametrize("store", ["redis", "cluster"])
+def test_second_worker_joins_and_first_leaves(scenario_factory, capsys, store):
     started = time.monotonic()
-    scenario = scenario_factory("rebalance", seed=404, days=260)
+    cluster = store == "cluster"
+    scenario = scenario_factory(f"rebalance-{store}", seed=404, days=260, cluster=cluster)
     first = scenario.start_worker()
     scenario.start_stream(first)
     second = scenario.start_worker()
