@@ -25,6 +25,7 @@ from redis.exceptions import WatchError
 
 from worker.adapters.redis_keys import KeyLayout, ShardKeys
 from worker.adapters.redis_replication import wait_replicated
+from worker.adapters.redis_transactions import Aborted, Commands, session
 from worker.adapters.state_codec import decode_state, encode_state
 from worker.core.clustering import ClusterSnapshot
 from worker.core.events import SegmentChanged
@@ -198,39 +199,35 @@ class RedisStateStore:
         self, keys: ShardKeys, accounts: list[str], mutate: Mutation
     ) -> BatchResult:
         state_keys = [keys.state(account) for account in accounts]
-        shared = keys.watched_globals
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
+        watched = [*state_keys, *keys.watched_globals]
+        while True:
+            async with session(self.redis, keys.due) as shard:
+                _, raws = await shard.call(("WATCH", *watched), ("MGET", *watched))
+                states = {
+                    a: decode_state(a, raw)
+                    for a, raw in zip(accounts, raws[: len(state_keys)], strict=True)
+                }
+                unsent = [cid for a in accounts for cid in states[a].unsent]
+                pending: list[SegmentChanged] = []
+                if unsent:
+                    (found,) = await shard.call(("HMGET", keys.outbox, *unsent))
+                    # still in the outbox: not yet delivered by their writer
+                    pending = [SegmentChanged.model_validate_json(r) for r in found if r]
+                result = mutate(states, self._globals(raws[len(state_keys) :]))
+                result.resend = pending
+                writes = Commands()
+                self._queue_writes(writes, keys, states, result)
                 try:
-                    await pipe.watch(*state_keys, *shared)
-                    raws = await _mget(pipe, [*state_keys, *shared])
-                    states = {
-                        a: decode_state(a, raw)
-                        for a, raw in zip(accounts, raws[: len(state_keys)], strict=True)
-                    }
-                    unsent = [cid for a in accounts for cid in states[a].unsent]
-                    pending = await self._still_in_outbox(pipe, keys, unsent) if unsent else []
-                    result = mutate(states, self._globals(raws[len(state_keys) :]))
-                    result.resend = pending
-                    pipe.multi()
-                    self._queue_writes(pipe, keys, states, result)
-                    await pipe.execute()
-                    break
-                except WatchError:
+                    await shard.commit(writes.recorded)
+                except Aborted:
                     # Another worker wrote one of these accounts (a rebalance in
                     # progress): recompute from what it wrote.
                     continue
+            break
         # Also after a write that changed nothing: a retry after a failed wait finds
         # its earlier write in place and must see it replicated before it counts.
         await wait_replicated(self.redis, keys.ticket, self.wait_replicas, self.wait_timeout_ms)
         return result
-
-    async def _still_in_outbox(
-        self, pipe: Any, keys: ShardKeys, change_ids: list[str]
-    ) -> list[SegmentChanged]:
-        """Those of ``change_ids`` still in the outbox (not yet delivered), in that order."""
-        raws = await pipe.hmget(keys.outbox, change_ids)
-        return [SegmentChanged.model_validate_json(raw) for raw in raws if raw is not None]
 
     def _queue_writes(
         self, pipe: Any, keys: ShardKeys, states: dict[str, AccountState], result: BatchResult
@@ -304,10 +301,10 @@ class RedisStateStore:
             by_shard.setdefault(self.keys.shard_of(change.account_id), []).append(change.change_id)
         for shard, change_ids in by_shard.items():
             keys = self.keys.each[shard]
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(keys.outbox, *change_ids)
-                pipe.zrem(keys.outbox_written, *change_ids)
-                await pipe.execute()
+            async with session(self.redis, keys.outbox) as held:
+                await held.commit(
+                    [("HDEL", keys.outbox, *change_ids), ("ZREM", keys.outbox_written, *change_ids)]
+                )
 
     async def stale_outbox(
         self, older_than_seconds: float, limit: int = 1000
@@ -397,11 +394,13 @@ class RedisStateStore:
         """Entries and exits counted since the last call, per (family, segment, change)."""
         totals: Counter[str] = Counter()
         for keys in self.keys.each:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hgetall(keys.flows)
-                pipe.delete(keys.flows)
-                counts, _ = await pipe.execute()
-            totals.update({_text(k): int(v) for k, v in counts.items()})
+            async with session(self.redis, keys.flows) as held:
+                flat, _ = await held.commit([("HGETALL", keys.flows), ("DEL", keys.flows)])
+            # HGETALL's raw reply: a map (RESP3) or field, count, field, count, ... (RESP2)
+            pairs = (
+                flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
+            )
+            totals.update({_text(k): int(v) for k, v in pairs})
         return {tuple(k.split("/")): v for k, v in totals.items()}  # type: ignore[misc]
 
     async def load_profiles(self) -> dict[str, Any]:

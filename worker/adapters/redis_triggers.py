@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from worker.adapters.redis_keys import KeyLayout, ShardKeys
 from worker.adapters.redis_replication import wait_replicated
+from worker.adapters.redis_transactions import Aborted, Commands, session
 from worker.core.events import CampaignTriggered
 from worker.core.triggers.policy import TriggerState
 
@@ -110,38 +110,37 @@ class RedisTriggerStore:
         mutate: Callable[[dict[str, TriggerState]], Sequence[CampaignTriggered]],
     ) -> list[CampaignTriggered]:
         state_keys = [keys.trigger_state(account) for account in accounts]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(*state_keys)
-                    raws = await pipe.execute_command("MGET", *state_keys)
-                    states = {
-                        account: _state(account, raw)
-                        for account, raw in zip(accounts, raws, strict=True)
-                    }
-                    triggers = list(mutate(states))
-                    pipe.multi()
-                    pipe.execute_command(
-                        "MSET",
-                        *(
-                            part
-                            for account, state in states.items()
-                            for part in (keys.trigger_state(account), json.dumps(state.to_dict()))
-                        ),
+        while True:
+            async with session(self.redis, keys.trigger_outbox) as shard:
+                _, raws = await shard.call(("WATCH", *state_keys), ("MGET", *state_keys))
+                states = {
+                    account: _state(account, raw)
+                    for account, raw in zip(accounts, raws, strict=True)
+                }
+                triggers = list(mutate(states))
+                writes = Commands()
+                writes.execute_command(
+                    "MSET",
+                    *(
+                        part
+                        for account, state in states.items()
+                        for part in (keys.trigger_state(account), json.dumps(state.to_dict()))
+                    ),
+                )
+                if triggers:
+                    writes.hset(
+                        keys.trigger_outbox,
+                        mapping={t.trigger_id: t.model_dump_json() for t in triggers},
                     )
-                    if triggers:
-                        pipe.hset(
-                            keys.trigger_outbox,
-                            mapping={t.trigger_id: t.model_dump_json() for t in triggers},
-                        )
-                        pipe.zadd(
-                            keys.trigger_due,
-                            {t.trigger_id: t.deliver_at.timestamp() for t in triggers},
-                        )
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
+                    writes.zadd(
+                        keys.trigger_due,
+                        {t.trigger_id: t.deliver_at.timestamp() for t in triggers},
+                    )
+                try:
+                    await shard.commit(writes.recorded)
+                except Aborted:
+                    continue  # another router wrote one of these accounts meanwhile
+            break
         await wait_replicated(self.redis, keys.ticket, self.wait_replicas, self.wait_timeout_ms)
         return triggers
 
@@ -153,10 +152,13 @@ class RedisTriggerStore:
             by_shard.setdefault(shard, []).append(trigger.trigger_id)
         for shard, trigger_ids in by_shard.items():
             keys = self.keys.each[shard]
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(keys.trigger_outbox, *trigger_ids)
-                pipe.zrem(keys.trigger_due, *trigger_ids)
-                await pipe.execute()
+            async with session(self.redis, keys.trigger_outbox) as held:
+                await held.commit(
+                    [
+                        ("HDEL", keys.trigger_outbox, *trigger_ids),
+                        ("ZREM", keys.trigger_due, *trigger_ids),
+                    ]
+                )
 
     async def due(self, until: float, limit: int = 500) -> list[CampaignTriggered]:
         """Outbox entries that may be sent by ``until`` (wall clock), oldest first: the ones
