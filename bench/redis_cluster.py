@@ -11,8 +11,8 @@ consume all of it from empty state, four times, each in its own consumer group:
 
 For each: events/s from the first commit to the last, the mean batch time (the worker's
 ``segworker_batch_seconds``), and from ``INFO`` of every primary the Redis commands and
-Redis CPU per event, and the data memory per account (``used_memory_dataset``: without replication buffers).
-Bounded by ``--limit`` events.
+Redis CPU per event, and the data memory per account (``used_memory_dataset``: without
+replication buffers). Bounded by ``--limit`` events.
 
     .venv/bin/python bench/redis_cluster.py [--accounts 2000] [--limit 50000]
 
