@@ -260,7 +260,7 @@ def _score(
     clock = redis.zscore(store.clock_key, "stream")
     final_day = int(clock // 86400)
     states = {}
-    for key in redis.scan_iter(match=store.account_key_pattern, count=1000):
+    for key in redis.scan_iter(match=store.keys.state_pattern, count=1000):
         account = key.decode().split(":acct:")[1].strip("{}")
         states[account] = decode_state(account, redis.get(key))
     accounts = sorted(states)

@@ -312,7 +312,7 @@ def main() -> int:
                 if traces and snapshots:
                     snapshots.append(request_snapshot(traces, "end"))
                 outbox = client.hlen(keys.outbox_key), client.zcard(keys.outbox_written_key)
-                accounts = sum(1 for _ in client.scan_iter(keys.account_key_pattern, count=1000))
+                accounts = sum(1 for _ in client.scan_iter(keys.keys.state_pattern, count=1000))
             finally:
                 progress.close()
                 trivial_progress.close()

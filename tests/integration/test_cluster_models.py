@@ -86,7 +86,7 @@ class Live:
 
     def states(self) -> dict[str, Any]:
         states = {}
-        for key in self.redis.scan_iter(match=self.keys.account_key_pattern, count=500):
+        for key in self.redis.scan_iter(match=self.keys.keys.state_pattern, count=500):
             account = key.decode().split(":acct:")[1].strip("{}")
             states[account] = decode_state(account, self.redis.get(key))
         return states

@@ -31,12 +31,17 @@ import time
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, ClusterError, TryAgainError
+from redis.exceptions import AskError, ClusterError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 #: What a Redis Cluster answers while a failover is under way (a primary down, a slot
 #: moving to the promoted replica): transient, like a connection error.
-CLUSTER_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ClusterError, AskError, TryAgainError)
+CLUSTER_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    ClusterError,
+    AskError,
+    TryAgainError,
+    SlotNotCoveredError,  # no node known for a slot while the failover is under way
+)
 
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from worker.adapters.redis_keys import KeyLayout, ShardKeys
+from worker.adapters.redis_outbox import clear_entries, due_entries
 from worker.adapters.redis_replication import wait_replicated
 from worker.adapters.redis_transactions import Aborted, Commands, session
 from worker.adapters.state_codec import decode_state, encode_state
@@ -296,41 +297,20 @@ class RedisStateStore:
 
     async def clear_outbox(self, changes: Sequence[SegmentChanged]) -> None:
         """Forget changes that Kafka has acknowledged (each from its account's shard)."""
-        by_shard: dict[int, list[str]] = {}
+        by_outbox: dict[tuple[str, str], list[str]] = {}
         for change in changes:
-            by_shard.setdefault(self.keys.shard_of(change.account_id), []).append(change.change_id)
-        for shard, change_ids in by_shard.items():
-            keys = self.keys.each[shard]
-            async with session(self.redis, keys.outbox) as held:
-                await held.commit(
-                    [("HDEL", keys.outbox, *change_ids), ("ZREM", keys.outbox_written, *change_ids)]
-                )
+            keys = self.keys.shard_keys(change.account_id)
+            by_outbox.setdefault((keys.outbox_written, keys.outbox), []).append(change.change_id)
+        await clear_entries(self.redis, by_outbox)
 
     async def stale_outbox(
         self, older_than_seconds: float, limit: int = 1000
     ) -> list[SegmentChanged]:
         """Outbox entries written long ago and never cleared: their sender died. In the
-        order they were written (per shard; across shards by the time written)."""
-        cutoff = time.time() - older_than_seconds
-        stale: list[tuple[float, SegmentChanged]] = []
-        for keys in self.keys.each:
-            pairs = await self.redis.zrangebyscore(
-                keys.outbox_written, "-inf", cutoff, start=0, num=limit, withscores=True
-            )
-            if not pairs:
-                continue
-            ids = [change_id for change_id, _ in pairs]
-            raws = await self.redis.hmget(keys.outbox, ids)
-            stale += [
-                (score, SegmentChanged.model_validate_json(raw))
-                for (_, score), raw in zip(pairs, raws, strict=True)
-                if raw is not None
-            ]
-            orphans = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
-            if orphans:
-                await self.redis.zrem(keys.outbox_written, *orphans)
-        stale.sort(key=lambda entry: entry[0])
-        return [change for _, change in stale[:limit]]
+        order they were written (across shards by the time written)."""
+        outboxes = [(keys.outbox_written, keys.outbox) for keys in self.keys.each]
+        raws = await due_entries(self.redis, outboxes, time.time() - older_than_seconds, limit)
+        return [SegmentChanged.model_validate_json(raw) for raw in raws]
 
     async def stream_time(self) -> float | None:
         """The largest event time any worker has applied (epoch seconds)."""
@@ -534,7 +514,7 @@ class RedisStateStore:
 
 # The cluster client's pipelines refuse MGET and MSET by name (their keys may span slots);
 # ours never do (one shard, one hash tag), so they go as plain commands, which the
-# cluster client routes by their first key like any other.
+# cluster client routes by their first key like any other (and ``Commands`` records).
 def _mget(pipe: Any, keys: list[str]) -> Any:
     return pipe.execute_command("MGET", *keys)
 

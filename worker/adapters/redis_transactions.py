@@ -27,7 +27,13 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import DataAccessCommands
-from redis.exceptions import AskError, ClusterError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 Command = tuple[Any, ...]
@@ -117,4 +123,5 @@ CLUSTER_MOVED_ERRORS: tuple[type[BaseException], ...] = (
     ClusterError,
     AskError,
     TryAgainError,
+    SlotNotCoveredError,
 )

@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from worker.adapters.redis_keys import KeyLayout, ShardKeys
+from worker.adapters.redis_outbox import clear_entries, due_entries
 from worker.adapters.redis_replication import wait_replicated
 from worker.adapters.redis_transactions import Aborted, Commands, session
 from worker.core.events import CampaignTriggered
@@ -146,42 +147,19 @@ class RedisTriggerStore:
 
     async def clear(self, triggers: Sequence[CampaignTriggered]) -> None:
         """Forget triggers that Kafka has acknowledged (each from its account's shard)."""
-        by_shard: dict[int, list[str]] = {}
+        by_outbox: dict[tuple[str, str], list[str]] = {}
         for trigger in triggers:
-            shard = self.keys.shard_of(trigger.account_id)
-            by_shard.setdefault(shard, []).append(trigger.trigger_id)
-        for shard, trigger_ids in by_shard.items():
-            keys = self.keys.each[shard]
-            async with session(self.redis, keys.trigger_outbox) as held:
-                await held.commit(
-                    [
-                        ("HDEL", keys.trigger_outbox, *trigger_ids),
-                        ("ZREM", keys.trigger_due, *trigger_ids),
-                    ]
-                )
+            keys = self.keys.shard_keys(trigger.account_id)
+            outbox = (keys.trigger_due, keys.trigger_outbox)
+            by_outbox.setdefault(outbox, []).append(trigger.trigger_id)
+        await clear_entries(self.redis, by_outbox)
 
     async def due(self, until: float, limit: int = 500) -> list[CampaignTriggered]:
         """Outbox entries that may be sent by ``until`` (wall clock), oldest first: the ones
         quiet hours delayed, and those whose sender died before Kafka acknowledged them."""
-        due: list[tuple[float, CampaignTriggered]] = []
-        for keys in self.keys.each:
-            pairs = await self.redis.zrangebyscore(
-                keys.trigger_due, "-inf", until, start=0, num=limit, withscores=True
-            )
-            if not pairs:
-                continue
-            ids = [trigger_id for trigger_id, _ in pairs]
-            raws = await self.redis.hmget(keys.trigger_outbox, ids)
-            orphans = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
-            if orphans:
-                await self.redis.zrem(keys.trigger_due, *orphans)
-            due += [
-                (score, CampaignTriggered.model_validate_json(raw))
-                for (_, score), raw in zip(pairs, raws, strict=True)
-                if raw is not None
-            ]
-        due.sort(key=lambda entry: entry[0])
-        return [trigger for _, trigger in due[:limit]]
+        outboxes = [(keys.trigger_due, keys.trigger_outbox) for keys in self.keys.each]
+        raws = await due_entries(self.redis, outboxes, until, limit)
+        return [CampaignTriggered.model_validate_json(raw) for raw in raws]
 
     async def pending(self) -> int:
         """How many triggers wait in the outbox."""
