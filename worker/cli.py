@@ -149,6 +149,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from worker.core.events import AccountErased
 
     settings = _require(Settings(), "kafka_bootstrap_servers")
+    _topics_ready(settings)
     event = AccountErased(
         event_id=f"erase-{uuid.uuid4()}",
         occurred_at=datetime.now(UTC),
@@ -221,6 +222,8 @@ def cmd_recompute(args: argparse.Namespace) -> int:
     _require(settings, "redis_url", *(() if args.dry_run else ("kafka_bootstrap_servers",)))
     source = args.definitions or settings.definitions_path
     definitions = load_definitions(source, VOCABULARY)  # invalid ones fail here, once
+    if not args.dry_run:
+        _topics_ready(settings)
     freeze_loaded_objects()
     report = recompute_in_processes(
         settings, source, dry_run=args.dry_run, processes=max(args.processes, 1)
@@ -253,6 +256,7 @@ def cmd_recompute(args: argparse.Namespace) -> int:
 def cmd_import_orders(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from worker.adapters.kafka_topics import TopicError
     from worker.ops.importer import ImportFileError, format_report, import_orders
     from worker.ops.importer.direct import ImportTargetError, import_into_state
 
@@ -272,6 +276,8 @@ def cmd_import_orders(args: argparse.Namespace) -> int:
 
     try:
         if args.dry_run or args.via_kafka:
+            if not args.dry_run:
+                _topics_ready(settings)
             report = import_orders(
                 args.path,
                 settings.kafka_bootstrap_servers or "",
@@ -288,7 +294,7 @@ def cmd_import_orders(args: argparse.Namespace) -> int:
     except ImportFileError as error:
         console.print(f"[red]{args.path}: {error}")
         return 2
-    except ImportTargetError as error:
+    except (ImportTargetError, TopicError) as error:
         console.print(f"[red]{error}", highlight=False)
         return 1
     print(format_report(report))
@@ -415,6 +421,15 @@ def connected_settings(settings: Settings, *, redis: bool = True) -> Iterator[Se
         yield settings.model_copy(
             update={"kafka_bootstrap_servers": kafka_servers, "redis_url": redis_url}
         )
+
+
+def _topics_ready(settings: Settings) -> None:
+    """Before a command produces: the worker's topics with their partition counts (unless
+    SEGWORKER_CREATE_TOPICS=false). A broker that creates a missing topic on first use
+    gives it its own default count (Tansu: 4), and the worker then refuses to start on
+    a one-partition topic with four: found running import-orders before the first run."""
+    if settings.create_topics:
+        ensure_topics(settings)
 
 
 def ensure_topics(settings: Settings) -> None:

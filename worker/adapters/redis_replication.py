@@ -103,6 +103,7 @@ def _text(value: Any) -> str:
 async def _wait_on_cluster_node(
     cluster: RedisCluster, ticket: str, replicas: int, timeout_ms: int
 ) -> tuple[str, list[Any]]:
+    await cluster.initialize()  # the slot map, learnt on first use
     node = cluster.get_node_from_key(ticket)
     connection = node.acquire_connection()
     try:

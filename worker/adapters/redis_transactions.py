@@ -89,6 +89,9 @@ class Session:
 async def session(redis: Any, route_key: str) -> AsyncIterator[Session]:
     """A ``Session`` on the primary that holds ``route_key``'s slot (any Redis)."""
     if isinstance(redis, RedisCluster):
+        # Learns the slot map on first use (a client that sent nothing yet has none),
+        # and runs a refresh an earlier error asked for; at once otherwise.
+        await redis.initialize()
         node = redis.get_node_from_key(route_key)
         connection = node.acquire_connection()
         release = node.release

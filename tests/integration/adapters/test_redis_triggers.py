@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from tests.clock import TEST_NOW
 from worker.adapters.redis_triggers import RedisTriggerStore
@@ -99,3 +100,29 @@ async def test_the_rate_limit_holds_across_processes(clients) -> None:
     assert await stores[0].take_token("crm", per_second=10.0, now=now) == 0
     wait = await stores[1].take_token("crm", per_second=10.0, now=now)
     assert wait == pytest.approx(0.1, abs=1e-6)  # the next slot, whichever process asks
+
+
+async def test_the_trigger_store_on_a_redis_cluster_from_a_fresh_client(redis_cluster) -> None:
+    # A cluster client that has sent nothing yet knows no slots: the first write must
+    # learn them itself (the trigger router's store is its own client).
+    client = RedisCluster.from_url(redis_cluster.url)
+    store = RedisTriggerStore(client, prefix="tc", shards=16, wait_replicas=1)
+    accounts = [f"ACC-{n}" for n in range(40)]
+    try:
+
+        def mutate(states: dict[str, TriggerState]) -> list[CampaignTriggered]:
+            for state in states.values():
+                state.last_fired["welcome"] = TEST_NOW.timestamp()
+            return [triggered(f"t-{a}", a, TEST_NOW) for a in sorted(states)]
+
+        written = await store.update(accounts, mutate)
+        assert sorted(t.account_id for t in written) == sorted(accounts)
+        assert len({store.keys.shard_of(a) for a in accounts}) > 8
+        assert await store.pending() == 40
+        due = await store.due(TEST_NOW.timestamp(), limit=100)
+        assert sorted(t.trigger_id for t in due) == sorted(f"t-{a}" for a in accounts)
+        await store.clear(written)
+        assert await store.pending() == 0
+        assert (await store.load("ACC-7")).last_fired == {"welcome": TEST_NOW.timestamp()}
+    finally:
+        await client.aclose()

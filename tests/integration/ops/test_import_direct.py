@@ -23,6 +23,7 @@ from tests.clock import TEST_NOW
 from tests.integration.harness import Deployment, WorkerProcess, order_event, send
 from tests.integration.ops.test_import_orders import segworker
 from tests.unit.core.test_backfill import FAMILIES, streamed
+from worker.adapters.kafka_topics import create_topics
 from worker.adapters.redis_store import RedisStateStore
 from worker.config.settings import DEFAULT_DEFINITIONS
 from worker.core.events import decode_input
@@ -227,3 +228,18 @@ def expected_order_counts(export: Path) -> dict[str, int]:
 
 def day_of_iso(text: str) -> int:
     return day_of(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def test_an_import_before_the_first_run_creates_the_topics_the_worker_needs(
+    kafka, redis_server, tmp_path
+):
+    # Found running the commands as a user would, on a fresh embedded stack: the import
+    # produced to topics nobody had created, the broker created them with its own
+    # partition count (4), and `segworker run` then refused the one-partition ones.
+    export = tmp_path / "orders.csv"
+    write_export(export, days=60)
+    deployment = Deployment(kafka.bootstrap_servers, redis_server.url, DEFAULT_DEFINITIONS)
+    imported = segworker(deployment, "import-orders", str(export))  # no create_topics()
+    assert imported.returncode == 0, imported.stderr
+    # every topic exists with the worker's partition counts (raises on a mismatch)
+    create_topics(kafka.bootstrap_servers, deployment.settings.topic_partitions())

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.adapters.factory import UNREACHABLE_ERRORS, change_sender, open_state_store
+from worker.adapters.kafka_topics import TopicError, create_topics
 from worker.adapters.state_codec import encode_state
 from worker.config.families import configured_families
 from worker.config.security import redacted_url
@@ -197,6 +198,10 @@ def _message(connection: Connection) -> tuple[str, Any]:
     return kind, payload
 
 
+#: What says Redis or Kafka cannot be reached (the topics could not be created, too).
+UNREACHABLE_OR_NO_TOPICS: tuple[type[BaseException], ...] = (*UNREACHABLE_ERRORS, TopicError)
+
+
 class ImportTargetError(Exception):
     """Redis or Kafka cannot be reached: nothing was imported."""
 
@@ -206,8 +211,15 @@ async def _stream_time(settings: Settings) -> float:
     would otherwise each fail with a traceback)."""
     try:
         async with open_state_store(settings) as store, change_sender(settings):
+            if settings.create_topics:
+                # Before anything is produced: a broker that creates a missing topic
+                # on first use gives it its own partition count, which the worker
+                # then refuses (found running import-orders before the first run).
+                assert settings.kafka_bootstrap_servers
+                partitions = settings.topic_partitions()
+                await asyncio.to_thread(create_topics, settings.kafka_bootstrap_servers, partitions)
             return await store.stream_time() or 0.0
-    except UNREACHABLE_ERRORS as error:
+    except UNREACHABLE_OR_NO_TOPICS as error:
         raise ImportTargetError(
             f"cannot reach Redis ({redacted_url(settings.redis_url or '')}) or Kafka"
             f" ({settings.kafka_bootstrap_servers}): {error}"
