@@ -9,10 +9,11 @@ consume all of it from empty state, four times, each in its own consumer group:
 3. the same, waiting for one replica before a batch counts (``WAIT``, the cluster default);
 4. one Redis with 16 shards (what sharding alone costs).
 
-For each: events/s from the first commit to the last, the mean batch time (the worker's
-``segworker_batch_seconds``), and from ``INFO`` of every primary the Redis commands and
-Redis CPU per event, and the data memory per account (``used_memory_dataset``: without
-replication buffers). Bounded by ``--limit`` events.
+For each: events/s from the first commit to the last, the worker's CPU per event over
+the same span (``/proc``), the mean batch time (``segworker_batch_seconds``), and from
+``INFO`` of every primary the Redis commands and Redis CPU per event, and the data
+memory per account (``used_memory_dataset``: without replication buffers). Bounded by
+``--limit`` events.
 
     .venv/bin/python bench/redis_cluster.py [--accounts 2000] [--limit 50000]
 
@@ -153,8 +154,8 @@ def main() -> int:
         f"{platform.python_implementation()} {platform.python_version()})"
     )
     columns = (
-        "store", "events/s", "vs one Redis", "mean batch ms", "Redis commands/event",
-        "Redis CPU µs/event", "Redis bytes/account",
+        "store", "events/s", "vs one Redis", "mean batch ms", "worker CPU µs/event",
+        "Redis commands/event", "Redis CPU µs/event", "Redis bytes/account",
     )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
@@ -165,6 +166,7 @@ def main() -> int:
             f"{result['rate']:,.0f}",
             f"{result['rate'] / baseline:.0%}",
             f"{result['batch_ms']:.1f}",
+            f"{result['cpu_seconds'] / result['events'] * 1e6:.0f}",
             f"{result['commands'] / result['events']:.2f}",
             f"{result['cpu'] / result['events'] * 1e6:.0f}",
             f"{result['memory'] / args.accounts:,.0f}",

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from common import ROOT, GroupProgress, deployment, peak_rss_mib, worker_env
+from common import ROOT, GroupProgress, cpu_seconds, deployment, peak_rss_mib, worker_env
 from rich.console import Console
 from rich.table import Table
 
@@ -76,6 +76,7 @@ def measure(
             )
     log = logs / f"{name}-*.log"
     first: tuple[float, int] | None = None
+    cpu_first = 0.0
     last: tuple[float, int] = (time.monotonic(), 0)
     peak_rss = 0.0
     deadline = time.monotonic() + timeout
@@ -93,8 +94,10 @@ def measure(
             now = time.monotonic()
             if done > 0 and first is None:
                 first = (now, done)
+                cpu_first = sum(cpu_seconds(process.pid) for process in processes)
             if done != last[1]:
                 last = (now, done)
+        cpu_last = sum(cpu_seconds(process.pid) for process in processes)
         extra = on_done() if on_done is not None else {}
     finally:
         for process in processes:
@@ -113,6 +116,8 @@ def measure(
         "seconds": seconds,
         "rate": (total - first[1]) / seconds if seconds > 0 else float("nan"),
         "rss_mib": peak_rss,
+        # the consumers' CPU over the same span as the rate (first commit to the last)
+        "cpu_seconds": cpu_last - cpu_first,
         **extra,
     }
 
