@@ -17,8 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.adapters.kafka_senders import ProducerSender
-from worker.adapters.redis_replication import CLUSTER_TRANSIENT_ERRORS
 from worker.adapters.redis_store import RedisStateStore
+from worker.adapters.redis_transactions import CLUSTER_TRANSIENT_ERRORS
 from worker.adapters.redis_triggers import RedisTriggerStore
 from worker.adapters.webhook import WebhookClient
 from worker.config.clusterings import clusterings

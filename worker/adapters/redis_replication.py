@@ -9,7 +9,8 @@ what the worker waits for (``SEGWORKER_REDIS_WAIT_REPLICAS``) before it acknowle
 
 ``WAIT`` counts the writes of its own connection, and a transaction's connection goes
 back to the pool once ``EXEC`` answered; so the wait writes a ticket (``INCR``) on a
-connection to the same primary and waits for that on the same connection: the ticket
+connection to the same primary (a ``worker.adapters.redis_transactions`` session, as
+the transaction had) and waits for that on the same connection: the ticket
 comes after the transaction in the primary's replication stream, so a replica that has
 the ticket has the transaction too. If fewer replicas than asked acknowledge in time,
 ``NotReplicated`` is raised: a transient error, after which the batch is applied again
@@ -30,19 +31,9 @@ import logging
 import time
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, ClusterError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-#: What a Redis Cluster answers while a failover is under way (a primary down, a slot
-#: moving to the promoted replica): transient, like a connection error.
-CLUSTER_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    ClusterError,
-    AskError,
-    TryAgainError,
-    SlotNotCoveredError,  # no node known for a slot while the failover is under way
-)
-
+from worker.adapters.redis_transactions import session
 
 log = logging.getLogger(__name__)
 #: How often the "fewer replicas than asked" warning is repeated per primary.
@@ -62,21 +53,16 @@ async def wait_replicated(redis: Any, ticket: str, replicas: int, timeout_ms: in
     """
     if replicas <= 0:
         return 0
-    if isinstance(redis, RedisCluster):
-        primary, (_, acked, role) = await _wait_on_cluster_node(redis, ticket, replicas, timeout_ms)
-    else:
-        async with redis.pipeline(transaction=False) as pipe:  # one connection
-            pipe.incr(ticket)
-            pipe.execute_command("WAIT", replicas, timeout_ms)
-            pipe.execute_command("ROLE")
-            _, acked, role = await pipe.execute()
-        primary = "the primary"
+    async with session(redis, ticket) as primary:
+        _, acked, role = await primary.call(
+            ("INCR", ticket), ("WAIT", replicas, timeout_ms), ("ROLE",)
+        )
     acked = int(acked)
     if acked >= replicas:
         return acked
-    connected = len(role[2]) if role and _text(role[0]) == "master" else replicas
+    connected = len(role[2]) if role and role[0] in (b"master", "master") else replicas
     if connected < replicas:
-        _warn_unreplicated(primary, connected, replicas)
+        _warn_unreplicated(f"primary {primary.primary}", connected, replicas)
         return acked
     raise NotReplicated(
         f"{acked} of {replicas} replicas acknowledged the write within {timeout_ms} ms"
@@ -94,28 +80,3 @@ def _warn_unreplicated(primary: str, connected: int, replicas: int) -> None:
             connected,
             replicas,
         )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def _wait_on_cluster_node(
-    cluster: RedisCluster, ticket: str, replicas: int, timeout_ms: int
-) -> tuple[str, list[Any]]:
-    await cluster.initialize()  # the slot map, learnt on first use
-    node = cluster.get_node_from_key(ticket)
-    connection = node.acquire_connection()
-    try:
-        commands = [("INCR", ticket), ("WAIT", replicas, timeout_ms), ("ROLE",)]
-        await connection.send_packed_command(connection.pack_commands(commands))
-        # the ticket first (or MOVED: raised, then retried with the new slot map)
-        replies = [await connection.read_response() for _ in commands]
-        return f"primary {node.host}:{node.port}", replies
-    except (OSError, RedisConnectionError, *CLUSTER_TRANSIENT_ERRORS):
-        # The primary is gone (a failover): learn the new slot map before the retry.
-        await connection.disconnect()
-        await cluster.nodes_manager.initialize()
-        raise
-    finally:
-        node.release(connection)

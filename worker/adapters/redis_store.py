@@ -17,7 +17,7 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -150,6 +150,14 @@ class RedisStateStore:
                 return
             value = again
 
+    async def _on_each_shard(self, command: Callable[[Any, ShardKeys], object]) -> list[Any]:
+        """``command(pipe, keys)`` queued for every shard, sent in one round trip; the
+        replies in shard order."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in self.keys.each:
+                command(pipe, keys)
+            return list(await pipe.execute())
+
     async def load(self, account_id: str) -> AccountState | None:
         raw = await self.redis.get(self.state_key(account_id))
         return None if raw is None else decode_state(account_id, raw)
@@ -244,12 +252,11 @@ class RedisStateStore:
         for account in result.changed_accounts:
             states[account].unsent = unsent.get(account, [])
         if result.changed_accounts:
-            _mset(
-                pipe,
+            pipe.mset(
                 {
                     keys.state(account): encode_state(states[account])
                     for account in sorted(result.changed_accounts)
-                },
+                }
             )
         due = {account: at for account, at in result.due.items() if at is not None}
         if due:
@@ -314,34 +321,31 @@ class RedisStateStore:
 
     async def stream_time(self) -> float | None:
         """The largest event time any worker has applied (epoch seconds)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys in self.keys.each:
-                pipe.zscore(keys.clock, "stream")
-            times = [t for t in await pipe.execute() if t is not None]
+        replies = await self._on_each_shard(lambda pipe, keys: pipe.zscore(keys.clock, "stream"))
+        times = [t for t in replies if t is not None]
         return max(times) if times else None
 
     async def due_accounts(self, until: float, limit: int) -> list[str]:
         """Up to ``limit`` accounts due by ``until``, the most overdue first."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys in self.keys.each:
-                pipe.zrangebyscore(keys.due, "-inf", until, start=0, num=limit, withscores=True)
-            replies = await pipe.execute()
+        replies = await self._on_each_shard(
+            lambda pipe, keys: pipe.zrangebyscore(
+                keys.due, "-inf", until, start=0, num=limit, withscores=True
+            )
+        )
         due = heapq.merge(*replies, key=lambda pair: pair[1])
         return [_text(account) for account, _ in itertools.islice(due, limit)]
 
     async def revenues(self) -> dict[str, float]:
         """Trailing-year revenue of every account with revenue (for the ABC cut-offs)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys in self.keys.each:
-                pipe.zrange(keys.revenue, 0, -1, withscores=True)
-            replies = await pipe.execute()
+        replies = await self._on_each_shard(
+            lambda pipe, keys: pipe.zrange(keys.revenue, 0, -1, withscores=True)
+        )
         return {_text(account): score for pairs in replies for account, score in pairs}
 
     async def accounts_with_revenue_between(self, low: float, high: float) -> list[str]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys in self.keys.each:
-                pipe.zrangebyscore(keys.revenue, low, high)
-            replies = await pipe.execute()
+        replies = await self._on_each_shard(
+            lambda pipe, keys: pipe.zrangebyscore(keys.revenue, low, high)
+        )
         return [_text(account) for raw in replies for account in raw]
 
     async def load_globals(self) -> Globals:
@@ -473,11 +477,10 @@ class RedisStateStore:
             yield chunk
 
     async def members(self, family: str, segment_id: str) -> set[str]:
-        members: set[str] = set()
-        for keys in self.keys.each:
-            raw = await self.redis.smembers(keys.members(family, segment_id))
-            members.update(_text(m) for m in raw)
-        return members
+        replies = await self._on_each_shard(
+            lambda pipe, keys: pipe.smembers(keys.members(family, segment_id))
+        )
+        return {_text(member) for raw in replies for member in raw}
 
     async def members_page(
         self, family: str, segment_id: str, cursor: int, count: int
@@ -512,15 +515,11 @@ class RedisStateStore:
         return [sum(sizes[i : i + shards]) for i in range(0, len(sizes), shards)]
 
 
-# The cluster client's pipelines refuse MGET and MSET by name (their keys may span slots);
-# ours never do (one shard, one hash tag), so they go as plain commands, which the
-# cluster client routes by their first key like any other (and ``Commands`` records).
+# The cluster client's pipelines refuse MGET by name (its keys may span slots); ours never
+# do (one shard, one hash tag), so it goes as a plain command, which the cluster client
+# routes by its first key like any other.
 def _mget(pipe: Any, keys: list[str]) -> Any:
     return pipe.execute_command("MGET", *keys)
-
-
-def _mset(pipe: Any, mapping: dict[str, bytes]) -> Any:
-    return pipe.execute_command("MSET", *itertools.chain.from_iterable(mapping.items()))
 
 
 def _text(value: bytes | str) -> str:

@@ -54,11 +54,16 @@ class Aborted(Exception):
 
 
 class Session:
-    """One connection to the shard's primary, holding a ``WATCH``."""
+    """One connection to the shard's primary (holding a ``WATCH``, once one is sent)."""
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.watching = False
+
+    @property
+    def primary(self) -> str:
+        """The primary's address, for messages."""
+        return f"{self.connection.host}:{self.connection.port}"
 
     async def call(self, *commands: Command) -> list[Any]:
         """Send ``commands`` in one round trip; their replies (errors raised)."""
@@ -119,12 +124,17 @@ async def session(redis: Any, route_key: str) -> AsyncIterator[Session]:
             await result
 
 
+#: What a Redis Cluster answers while a failover is under way (a primary down, a slot
+#: moving to the promoted replica): transient, like a connection error.
+CLUSTER_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    ClusterError,
+    AskError,
+    TryAgainError,
+    SlotNotCoveredError,  # no node known for a slot while the failover is under way
+)
 #: Errors after which a cluster client must re-learn which node holds which slot.
 CLUSTER_MOVED_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     RedisConnectionError,
-    ClusterError,
-    AskError,
-    TryAgainError,
-    SlotNotCoveredError,
+    *CLUSTER_TRANSIENT_ERRORS,
 )

@@ -120,13 +120,11 @@ class RedisTriggerStore:
                 }
                 triggers = list(mutate(states))
                 writes = Commands()
-                writes.execute_command(
-                    "MSET",
-                    *(
-                        part
+                writes.mset(
+                    {
+                        keys.trigger_state(account): json.dumps(state.to_dict())
                         for account, state in states.items()
-                        for part in (keys.trigger_state(account), json.dumps(state.to_dict()))
-                    ),
+                    }
                 )
                 if triggers:
                     writes.hset(

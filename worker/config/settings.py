@@ -152,6 +152,19 @@ class Settings(BaseSettings):
         "before shards), 16 on a cluster. Fixed once state is stored: the worker refuses "
         "to start on state written with another count",
     )
+    redis_wait_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas that must have a batch's Redis write before its input is "
+        "acknowledged (WAIT), so a primary's failover loses nothing; unset: 1 on a "
+        "cluster, 0 on a single Redis (set 1 with a replica behind Sentinel). A primary "
+        "with fewer connected replicas is waited for as far as it can be, with a warning",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="How long one wait for the replicas lasts before the batch is retried",
+    )
     outbox_resend_after_seconds: float = Field(
         default=30.0, gt=0, description="Outbox entries older than this are re-sent by any worker"
     )
@@ -287,20 +300,6 @@ class Settings(BaseSettings):
         if self.batch_settle_seconds > self.batch_within_seconds:
             raise ValueError("batch_settle_seconds must not exceed batch_within_seconds")
         return self
-
-    redis_wait_replicas: int | None = Field(
-        default=None,
-        ge=0,
-        description="Replicas that must have a batch's Redis write before its input is "
-        "acknowledged (WAIT), so a primary's failover loses nothing; unset: 1 on a "
-        "cluster, 0 on a single Redis (set 1 with a replica behind Sentinel; 0 on a "
-        "cluster without replicas, or batches wait forever)",
-    )
-    redis_wait_timeout_ms: int = Field(
-        default=1000,
-        ge=1,
-        description="How long one wait for the replicas lasts before the batch is retried",
-    )
 
     @property
     def state_wait_replicas(self) -> int:

@@ -43,13 +43,12 @@ class HistoryWriter:
         import write an account in turn, and events applied already are skipped (a
         re-import, or a partly finished one, applies only the rest).
         """
+        folds = prepared or {}
         tried: set[str] = set()
 
         def mutate(states: dict[str, AccountState], globals: Globals) -> BatchResult:
             # A prepared fold is finished once: not again on a retry (of its shard).
-            ready = {
-                a: fold for a, fold in (prepared or {}).items() if a in states and a not in tried
-            }
+            ready = {a: folds[a] for a in states if a in folds and a not in tried}
             tried.update(states)
             return self._fold(states, globals, history, end, cause, ready)
 

@@ -162,10 +162,9 @@ class RecordingPipeline:
         self.commands.append("SET")
         self.strings[key] = value
 
-    def execute_command(self, name: str, *args: Any) -> None:
-        assert name == "MSET", name  # the one command the writes send by name
+    def mset(self, mapping: dict[str, bytes]) -> None:
         self.commands.append("MSET")
-        self.strings.update(zip(args[::2], args[1::2], strict=True))
+        self.strings.update(mapping)
 
     def delete(self, *keys: str) -> None:
         self.commands.append("DEL")
