@@ -121,7 +121,8 @@ class StateStore(Protocol):
 
     async def save_profiles(self, profiles: dict[str, Any]) -> None: ...
 
-    # value (ABC cut-offs)
+    # value (ABC cut-offs): stored by compare-and-set, then applied to the accounts they
+    # move by a pass whose progress is stored (``worker.adapters.redis_shared``)
     async def revenues(self) -> dict[str, float]: ...
 
     async def accounts_with_revenue_between(self, low: float, high: float) -> list[str]: ...
@@ -130,6 +131,16 @@ class StateStore(Protocol):
 
     async def replace_thresholds(
         self, expected: dict[str, Any] | None, new: dict[str, Any]
+    ) -> bool: ...
+
+    async def thresholds_to_apply(
+        self,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]] | None: ...
+
+    async def copy_thresholds(self) -> None: ...
+
+    async def record_thresholds_applied(
+        self, applied: dict[str, Any] | None, current: dict[str, Any]
     ) -> bool: ...
 
     # cluster models

@@ -24,6 +24,8 @@ layout used before shards existed, so a stored deployment reads on::
     seg:clock                        ZSET "stream" -> largest event time seen (ZADD GT)
     seg:flows                        HASH family/segment/change -> count since last read
     seg:value:thresholds             JSON of the current ABC cut-offs
+    seg:applied:{seg:value:thresholds}  JSON of the cut-offs the stored tiers were last
+                                     brought in line with (absent: the current ones)
     seg:cluster:<family>             JSON of the latest cluster model (ClusterSnapshot)
     seg:profiles                     JSON of the last computed segment profiles
     seg:definitions:<fingerprint>    each family's fingerprint in that definitions version
@@ -154,6 +156,10 @@ class KeyLayout:
             self.each = [ShardKeys(prefix, f"{{{prefix}/{k}}}", families) for k in range(shards)]
         #: the copies outside the shards: compared-and-set, then copied into each shard
         self.thresholds = f"{prefix}:value:thresholds"
+        #: the cut-offs the stored accounts' tiers were last re-evaluated to, while newer
+        #: ones wait for that (``worker.adapters.redis_shared``); in the slot of
+        #: ``thresholds``, so that both change in one transaction
+        self.thresholds_applied = f"{prefix}:applied:{{{self.thresholds}}}"
         self.cluster = {family: f"{prefix}:cluster:{family}" for family in families}
         self.profiles = f"{prefix}:profiles"
         self.layout = f"{prefix}:layout"
@@ -210,6 +216,21 @@ class KeyLayout:
             return [shard.thresholds for shard in self.each]
         family = next(f for f, key in self.cluster.items() if key == master)
         return [shard.cluster(family) for shard in self.each]
+
+    def ticket_of(self, key: str) -> str:
+        """The replication ticket (``ShardKeys.ticket``) in the hash slot of a key outside
+        the shards, such as ``thresholds``.
+
+        >>> KeyLayout("seg").ticket_of("seg:value:thresholds")
+        'seg:replicated:{seg:value:thresholds}'
+        >>> KeyLayout("seg").ticket_of("seg:applied:{seg:value:thresholds}")
+        'seg:replicated:{seg:value:thresholds}'
+        """
+        # Redis Cluster hashes the first non-empty {...} of a key, else the whole key.
+        start = key.find("{")
+        end = key.find("}", start + 1) if start >= 0 else -1
+        tag = key[start + 1 : end] if end > start + 1 else key
+        return f"{self.prefix}:replicated:{{{tag}}}"
 
     def definitions(self, fingerprint: str) -> str:
         return f"{self.prefix}:definitions:{fingerprint}"

@@ -6,7 +6,8 @@ either all of a shard's share of a batch or none (the rest is applied again on
 redelivery: applying is idempotent). ``WATCH`` on the state keys fences a worker that
 lost its partitions in a rebalance: if anybody else wrote one of its accounts in
 between, that shard's share is recomputed from the fresh states instead of
-overwriting them. Where each fact lives, and why in shards: ``worker.adapters.redis_keys``.
+overwriting them. Where each fact lives, and why in shards: ``worker.adapters.redis_keys``;
+the facts shared by all accounts (cut-offs, models): ``worker.adapters.redis_shared``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from worker.adapters.redis_keys import KeyLayout, ShardKeys
 from worker.adapters.redis_outbox import clear_entries, due_entries
 from worker.adapters.redis_replication import wait_replicated
+from worker.adapters.redis_shared import LayoutMismatch, SharedFacts
 from worker.adapters.redis_transactions import Aborted, Commands, session
 from worker.adapters.state_codec import decode_state, encode_state
 from worker.core.clustering import ClusterSnapshot
@@ -33,12 +34,10 @@ from worker.core.events import SegmentChanged
 from worker.core.features import AccountState, Globals
 from worker.ports import BatchResult, Mutation
 
-
-class LayoutMismatch(RuntimeError):
-    """The Redis holds state written with another shard count (or layout)."""
+__all__ = ["LayoutMismatch", "RedisStateStore"]
 
 
-class RedisStateStore:
+class RedisStateStore(SharedFacts):
     """The worker's state in Redis, a primary or a Redis Cluster (``worker.ports.StateStore``)."""
 
     def __init__(
@@ -110,45 +109,6 @@ class RedisStateStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
-
-    async def prepare(self) -> None:
-        """Check that the stored keys use this layout, record it if new, and bring every
-        shard's copies of the shared facts up to date (a writer may have died between
-        storing a fact and copying it)."""
-        stored = await self.redis.get(self.keys.layout)
-        if stored is None:
-            legacy = KeyLayout(self.prefix).each[0]
-            if self.keys.sharded and await self.redis.exists(legacy.clock, legacy.due):
-                raise LayoutMismatch(
-                    f"Redis holds state under '{self.prefix}' in the single-shard layout; "
-                    f"this worker is configured for {self.keys.shards} shards"
-                )
-            await self.redis.set(self.keys.layout, self.keys.shards, nx=True)
-            stored = await self.redis.get(self.keys.layout)
-        if int(stored) != self.keys.shards:
-            raise LayoutMismatch(
-                f"Redis holds state under '{self.prefix}' written with {int(stored)} shards; "
-                f"this worker is configured for {self.keys.shards} (SEGWORKER_REDIS_SHARDS)"
-            )
-        for master in [self.keys.thresholds, *self.keys.cluster.values()]:
-            await self._copy_to_shards(master)
-
-    async def _copy_to_shards(self, master: str) -> None:
-        """Copy the fact at ``master`` into every shard. Repeated until the master did not
-        change meanwhile, so of two racing writers the later value is the one left."""
-        copies = self.keys.copies(master)
-        if not copies:
-            return
-        value = await self.redis.get(master)
-        while value is not None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in copies:
-                    pipe.set(key, value)
-                await pipe.execute()
-            again = await self.redis.get(master)
-            if again == value:
-                return
-            value = again
 
     async def _on_each_shard(self, command: Callable[[Any, ShardKeys], object]) -> list[Any]:
         """``command(pipe, keys)`` queued for every shard, sent in one round trip; the
@@ -386,83 +346,6 @@ class RedisStateStore:
             )
             totals.update({_text(k): int(v) for k, v in pairs})
         return {tuple(k.split("/")): v for k, v in totals.items()}  # type: ignore[misc]
-
-    async def load_profiles(self) -> dict[str, Any]:
-        """The last computed segment profiles, ``"family/segment"`` -> profile."""
-        raw = await self.redis.get(self.profiles_key)
-        return {} if raw is None else json.loads(raw)
-
-    async def save_profiles(self, profiles: dict[str, Any]) -> None:
-        await self.redis.set(self.profiles_key, json.dumps(profiles))
-
-    async def load_snapshot(self, family: str) -> ClusterSnapshot | None:
-        raw = await self.redis.get(self.cluster_keys[family])
-        return None if raw is None else ClusterSnapshot.from_json(raw)
-
-    async def publish_snapshot(self, family: str, snapshot: ClusterSnapshot) -> bool:
-        """Store ``snapshot`` if it is newer than the stored one (a deposed owner loses)."""
-        key = self.cluster_keys[family]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                raw = await pipe.get(key)
-                if raw is not None and ClusterSnapshot.from_json(raw).version >= snapshot.version:
-                    return False
-                pipe.multi()
-                pipe.set(key, snapshot.to_json())
-                await pipe.execute()
-            except WatchError:
-                return False
-        await self._copy_to_shards(key)
-        return True
-
-    async def save_family_fingerprints(
-        self, definitions_fingerprint: str, families: Mapping[str, str]
-    ) -> None:
-        """What each family of a definitions version was (``worker.core.impact``); kept for good,
-        a few hundred bytes per version."""
-        await self.redis.set(self.definitions_key(definitions_fingerprint), json.dumps(families))
-
-    async def load_family_fingerprints(self) -> dict[str, dict[str, str]]:
-        """Every definitions version's family fingerprints, by definitions fingerprint."""
-        prefix = self.definitions_key("")
-        keys = [_text(key) async for key in self.redis.scan_iter(match=f"{prefix}*", count=100)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.get(key)
-            raws = await pipe.execute() if keys else []
-        return {
-            key[len(prefix) :]: json.loads(raw)
-            for key, raw in zip(keys, raws, strict=True)
-            if raw is not None
-        }
-
-    async def load_thresholds(self) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.thresholds_key)
-        return None if raw is None else json.loads(raw)
-
-    async def replace_thresholds(
-        self, expected: dict[str, Any] | None, new: dict[str, Any]
-    ) -> bool:
-        """Store ``new`` cut-offs if the stored ones are still ``expected``.
-
-        Exactly one of several workers that computed the same new cut-offs wins,
-        and only the winner re-evaluates the affected accounts (after the cut-offs are
-        copied into every shard, where the batches read them).
-        """
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(self.thresholds_key)
-                raw = await pipe.get(self.thresholds_key)
-                if (None if raw is None else json.loads(raw)) != expected:
-                    return False
-                pipe.multi()
-                pipe.set(self.thresholds_key, json.dumps(new))
-                await pipe.execute()
-            except WatchError:
-                return False
-        await self._copy_to_shards(self.thresholds_key)
-        return True
 
     async def account_ids(self, batch: int = 1000) -> AsyncIterator[list[str]]:
         """Every account with stored state, in batches (SCAN: no blocking of Redis; on a

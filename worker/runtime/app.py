@@ -266,7 +266,9 @@ def create_app(
     @timer(settings.value_interval_seconds)
     async def refresh_value_thresholds() -> None:
         await flush_outbox_if_pending()
-        await processor.refresh_thresholds()
+        # Any worker may store new cut-offs; one runs the pass that applies them, and
+        # resumes one that a killed worker or a failover cut short.
+        await processor.refresh_thresholds(apply=owns_side_loops())
 
     @timer(METRICS_INTERVAL)
     async def refresh_gauges() -> None:

@@ -26,6 +26,9 @@ Examples
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 #: Background work keeps at least this part of its configured share, so that a pass
 #: still ends while the agent is saturated.
@@ -73,3 +76,39 @@ def background_share(configured: float, agent_load: float) -> float:
     """
     idle = 1.0 - min(1.0, max(0.0, agent_load))
     return round(configured * max(idle * idle, MINIMUM_BACKGROUND_PART), 12)
+
+
+# Seconds the current task sat out an unavailable Redis or Kafka (``note_outage``).
+_outage_seconds: ContextVar[list[float] | None] = ContextVar("outage_seconds", default=None)
+
+
+@contextmanager
+def counting_outages() -> Iterator[list[float]]:
+    """Within the block, ``note_outage`` adds to the one-element list it yields.
+
+    A background pass paces by the time its steps worked, not by an outage one of them
+    sat out: next to a busy agent a pass pauses 39 times as long as a step took (the
+    floor above), so a step that waited 4 s for a failed-over primary would stop the
+    pass for minutes. Per task (a context variable): the agent's own retries are not
+    counted into a pass running beside it.
+
+    >>> with counting_outages() as waited:
+    ...     note_outage(1.5)
+    ...     note_outage(0.5)
+    >>> waited
+    [2.0]
+    >>> note_outage(3.0)  # outside such a block: not counted anywhere
+    """
+    counted = [0.0]
+    token = _outage_seconds.set(counted)
+    try:
+        yield counted
+    finally:
+        _outage_seconds.reset(token)
+
+
+def note_outage(seconds: float) -> None:
+    """Count ``seconds`` spent waiting for a service to come back (``counting_outages``)."""
+    counted = _outage_seconds.get()
+    if counted is not None:
+        counted[0] += seconds

@@ -42,7 +42,7 @@ from worker.core.processing import erase, evaluate, process_event
 from worker.core.schedule import Schedule
 from worker.ports import BatchResult, Sender, StateStore
 from worker.runtime.metrics import Metrics
-from worker.runtime.pacing import LoadMeter, background_share
+from worker.runtime.pacing import LoadMeter, background_share, counting_outages, note_outage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -166,14 +166,17 @@ class BatchProcessor:
         *,
         paced: bool = True,
         skip: Container[str] = (),
+        apply: bool = True,
     ) -> int:
-        """Recompute the ABC cut-offs; re-evaluate the accounts they move. Returns that count.
+        """Recompute the ABC cut-offs, store them if they moved, and (``apply``) re-evaluate
+        the accounts they move (``apply_thresholds``). Returns the accounts re-evaluated.
 
         ``revenues``: account -> trailing-year revenue to compute them from, when the
         caller knows better than the store's index (an import about to write its
         accounts: ``worker.ops.importer.direct``), whose accounts in ``skip`` are left
         to the caller; ``paced=False``: re-evaluate at full speed (no event agent to
-        give way to).
+        give way to). A worker that does not run the passes (``apply=False``) only
+        stores the cut-offs: the one that does finds them waiting.
         """
         stored = await self.store.load_thresholds()
         if revenues is None:
@@ -182,15 +185,29 @@ class BatchProcessor:
             revenues.values(), self.settings.value_a_share, self.settings.value_b_share
         )
         new = value.thresholds_to_dict(computed)
-        if stored is not None and value.same_cutoffs(stored, new):
+        moved = stored is None or not value.same_cutoffs(stored, new)
+        if moved and await self.store.replace_thresholds(stored, new):
+            log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
+        return await self.apply_thresholds(paced=paced, skip=skip) if apply else 0
+
+    async def apply_thresholds(self, *, paced: bool = True, skip: Container[str] = ()) -> int:
+        """Re-evaluate the accounts whose tier the stored cut-offs moved since those the
+        stored tiers agree with, and record that they now agree; the number of accounts
+        re-evaluated. A pass cut short (a worker killed, a failover) is taken up again
+        by the next call, here or in another worker: where it stands is stored
+        (``StateStore.thresholds_to_apply``)."""
+        pending = await self.store.thresholds_to_apply()
+        if pending is None:
             return 0
-        if not await self.store.replace_thresholds(stored, new):
-            return 0  # another worker stored these cut-offs and re-evaluates
-        old = value.thresholds_from_dict(stored) if stored else None
+        applied, current = pending
+        # The batches read the shards' copies: they must hold these cut-offs first.
+        await self.store.copy_thresholds()
+        old = value.thresholds_from_dict(applied) if applied is not None else None
+        new = value.thresholds_from_dict(current)
         moved = 0
         step = self.settings.cluster_reassign_batch_size
-        cause = f"thresholds:{computed.version}"
-        for low, high in value.affected_revenue_range(old, computed):
+        cause = f"thresholds:{new.version}"
+        for low, high in value.affected_revenue_range(old, new):
             accounts = [
                 account
                 for account in await self.store.accounts_with_revenue_between(low, high)
@@ -203,7 +220,13 @@ class BatchProcessor:
                 for chunk in chunks:
                     await self.reevaluate(chunk, cause)
             moved += len(accounts)
-        log.info("ABC cut-offs now A >= %.2f, B >= %.2f", computed.a_min, computed.b_min)
+        if await self.store.record_thresholds_applied(applied, current):
+            log.info(
+                "ABC cut-offs A >= %.2f, B >= %.2f applied: %d accounts re-evaluated",
+                new.a_min,
+                new.b_min,
+                moved,
+            )
         return moved
 
     async def reassign_clusters(self, versions: dict[str, int]) -> int:
@@ -232,16 +255,19 @@ class BatchProcessor:
         After each step it pauses so that the pass takes at most ``cluster_reassign_share``
         of the time, scaled by the square of the share the event agent left idle lately
         (at least a tenth of it: ``worker.runtime.pacing``). Steps are measured on the
-        clock, Redis waits included, so the agent's turns in between count against the
-        pass too.
+        clock, Redis round trips included, so the agent's turns in between count against
+        the pass too; time spent waiting out an unavailable Redis or Kafka does not
+        (``worker.runtime.pacing.counting_outages``).
         """
         moved = 0
-        async for accounts in _aiter(chunks):
-            started = time.perf_counter()
-            result = await self.reevaluate(accounts, cause, only=only)
-            moved += len(result.changes)
-            ended = time.perf_counter()
-            await asyncio.sleep(self.background_pause(ended - started, ended))
+        with counting_outages() as waited:
+            async for accounts in _aiter(chunks):
+                started, outages = time.perf_counter(), waited[0]
+                result = await self.reevaluate(accounts, cause, only=only)
+                moved += len(result.changes)
+                ended = time.perf_counter()
+                worked = max(0.0, ended - started - (waited[0] - outages))
+                await asyncio.sleep(self.background_pause(worked, ended))
         return moved
 
     def background_pause(self, step_seconds: float, now: float) -> float:
@@ -506,14 +532,21 @@ class BatchProcessor:
 
     async def retrying(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1
+        outage_began: float | None = None
         while True:
+            began = time.perf_counter()
             try:
-                return await attempt()
+                result = await attempt()
             except TRANSIENT_ERRORS as error:
                 self.metrics.retries.labels(stage).inc()
                 log.warning("%s unavailable (%s); retrying in %.1fs", stage, error, delay)
+                outage_began = began if outage_began is None else outage_began
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
+                continue
+            if outage_began is not None:
+                note_outage(began - outage_began)  # the failed attempts and the waits
+            return result
 
 
 async def _aiter(items: AsyncIterable[T] | Iterable[T]) -> AsyncIterator[T]:
