@@ -24,10 +24,11 @@ from tests.integration.harness import (
 T0 = TEST_NOW.replace(microsecond=0) - timedelta(days=3)
 
 
-def traces(store: redis.Redis, account: str) -> list[str]:
-    """Every place in Redis that still names the account: keys, members, fields, values."""
+def traces(store: redis.Redis, account: str, match: str = "*") -> list[str]:
+    """Every place in Redis (among the keys that ``match``) that still names the account:
+    keys, members, fields, values."""
     found = []
-    for key in store.scan_iter(count=1000):
+    for key in store.scan_iter(match=match, count=1000):
         name = key.decode()
         if account in name:
             found.append(f"key {name}")
