@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -503,3 +504,32 @@ def redis_only() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+def primaries(urls: list[str]) -> list[Any]:
+    """Clients of the nodes among ``urls`` that are primaries (a cluster's, or one Redis)."""
+    import redis
+
+    found = []
+    for url in urls:
+        client = redis.Redis.from_url(url)
+        if client.info("replication")["role"] == "master":
+            found.append(client)
+        else:
+            client.close()
+    return found
+
+
+def redis_counters(nodes: list[Any]) -> dict[str, float]:
+    """Commands served (``INFO`` itself left out), CPU seconds and data memory, summed
+    over ``nodes``."""
+    commands = cpu = memory = 0.0
+    for node in nodes:
+        stats = node.info("commandstats")
+        commands += sum(
+            float(entry["calls"]) for name, entry in stats.items() if name != "cmdstat_info"
+        )
+        info = node.info("cpu")
+        cpu += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        memory += float(node.info("memory")["used_memory_dataset"])
+    return {"commands": commands, "cpu": cpu, "memory": memory}

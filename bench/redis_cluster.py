@@ -32,9 +32,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-import redis.cluster
-from common import deployment, worker_env
+from common import deployment, primaries, redis_counters, worker_env
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
@@ -44,23 +42,6 @@ from worker.devtools.embedded import start_redis
 from worker.devtools.embedded.redis_cluster import start_redis_cluster
 
 console = Console(width=140)
-
-
-def primaries(urls: list[str]) -> list[redis.Redis]:
-    clients = [redis.Redis.from_url(url) for url in urls]
-    return [c for c in clients if c.info("replication")["role"] == "master"]
-
-
-def redis_counters(nodes: list[redis.Redis]) -> dict[str, float]:
-    """Commands served, CPU seconds and memory used, summed over ``nodes``."""
-    commands = cpu = memory = 0.0
-    for node in nodes:
-        stats = node.info("commandstats")
-        commands += sum(float(entry["calls"]) for entry in stats.values())
-        info = node.info("cpu")
-        cpu += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-        memory += float(node.info("memory")["used_memory_dataset"])
-    return {"commands": commands, "cpu": cpu, "memory": memory}
 
 
 def batch_seconds(port: str) -> Callable[[], dict[str, float]]:

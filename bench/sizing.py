@@ -9,7 +9,13 @@ hold ``n`` accounts (written directly, in the worker's key layout), on one Redis
 shard) and, with ``--cluster``, on the embedded 3-primary Redis Cluster (16 shards).
 Prints the median of ``--repeat`` runs per size and the fitted growth exponent
 (seconds ~ n^k between the smallest and the largest size), with the Redis memory the
-two indexes take per account.
+two indexes take per account, and the Redis commands and Redis CPU a refresh and a
+sweep query cost (``INFO`` of every primary, ``INFO`` itself left out).
+
+Then, per account, what a re-evaluation of stored accounts costs: the work the time
+sweep and a cut-off pass do for each account they visit (``--reevaluate`` accounts
+written by the worker's processor, re-evaluated in its steps; Redis commands, Redis
+CPU, worker time).
 
     .venv/bin/python bench/sizing.py [--sizes 10000,100000,1000000] [--cluster]
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import platform
@@ -29,17 +36,27 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from common import primaries, redis_counters
 from redis.asyncio.cluster import RedisCluster
 from rich.console import Console
 from rich.table import Table
 
 from worker.adapters.redis_store import RedisStateStore
+from worker.config.settings import DEFAULT_DEFINITIONS, Settings
 from worker.core import value
+from worker.core.decoding import Record
+from worker.core.definitions import load_definitions
+from worker.core.features import VOCABULARY
 from worker.devtools.embedded import start_redis
 from worker.devtools.embedded.redis_cluster import start_redis_cluster
+from worker.runtime.metrics import Metrics
+from worker.runtime.processor import BatchProcessor
 
 console = Console(width=130)
 NOW = 1_800_000_000.0
+#: The orders of the re-evaluation pass: a fixed day in the past (the worker refuses
+#: events from the future).
+PASS_DAY = datetime(2026, 6, 1, 8, tzinfo=UTC)
 
 
 def fill(urls: list[str], cluster: bool, prefix: str, shards: int, accounts: int) -> float:
@@ -71,11 +88,15 @@ def fill(urls: list[str], cluster: bool, prefix: str, shards: int, accounts: int
 
 
 async def timings(
-    url: str, cluster: bool, prefix: str, shards: int, repeat: int
+    urls: list[str], cluster: bool, prefix: str, shards: int, repeat: int
 ) -> dict[str, float]:
-    client: Any = RedisCluster.from_url(url) if cluster else aioredis.Redis.from_url(url)
+    client: Any = RedisCluster.from_url(urls[0]) if cluster else aioredis.Redis.from_url(urls[0])
     store = RedisStateStore(client, prefix, shards=shards)
+    nodes = primaries(urls)
     refresh, read, sweep = [], [], []
+    await store.revenues()  # connections open: their handshakes are not counted
+    await store.due_accounts(NOW, 500)
+    before = redis_counters(nodes)
     try:
         for _ in range(repeat):
             started = time.perf_counter()
@@ -84,15 +105,91 @@ async def timings(
             value.compute_thresholds(revenues.values())
             refresh.append(time.perf_counter() - started)
             read.append(loaded - started)
+        between = redis_counters(nodes)
+        for _ in range(repeat):
             started = time.perf_counter()
             await store.due_accounts(NOW, 500)
             sweep.append(time.perf_counter() - started)
+        after = redis_counters(nodes)
     finally:
         await client.aclose()
+        for node in nodes:
+            node.close()
     return {
         "refresh": statistics.median(refresh),
         "read": statistics.median(read),
         "sweep": statistics.median(sweep),
+        "refresh_commands": (between["commands"] - before["commands"]) / repeat,
+        "refresh_redis_cpu": (between["cpu"] - before["cpu"]) / repeat,
+        "sweep_commands": (after["commands"] - between["commands"]) / repeat,
+    }
+
+
+class Discard:
+    """A sender that drops what it is given: the pass's Kafka side is not measured here."""
+
+    async def send_changes(self, changes: Any) -> None:
+        pass
+
+    async def send_dead_letters(self, letters: Any) -> None:
+        pass
+
+    async def send_samples(self, samples: Any) -> None:
+        pass
+
+
+async def reevaluation(
+    urls: list[str], cluster: bool, shards: int, accounts: int
+) -> dict[str, float]:
+    """Per account, what re-evaluating stored accounts costs (the work of the time sweep
+    and of a cut-off pass for each account they visit): states written by the worker's
+    own processor from one order each (default definitions), then one pass over all of
+    them in steps of ``sweep_batch_size`` accounts."""
+    client: Any = RedisCluster.from_url(urls[0]) if cluster else aioredis.Redis.from_url(urls[0])
+    # as the worker defaults: a cluster's batches wait for one replica (WAIT 1)
+    store = RedisStateStore(client, f"reeval{shards}", shards=shards, wait_replicas=int(cluster))
+    await store.prepare()
+    settings = Settings(kafka_bootstrap_servers="unused:9092", redis_url=urls[0])
+    definitions = load_definitions(DEFAULT_DEFINITIONS, VOCABULARY)
+    processor = BatchProcessor(settings, definitions, store, Discard(), Metrics())
+    ids = [f"RE-{n:06d}" for n in range(accounts)]
+    day = PASS_DAY
+    records = [
+        Record(
+            "orders",
+            0,
+            n,
+            account.encode(),
+            json.dumps(
+                {
+                    "type": "order_placed",
+                    "event_id": f"re-{n}",
+                    "account_id": account,
+                    "occurred_at": day.isoformat(),
+                    "order_id": f"re-{n}",
+                    "total": round(random.Random(n).lognormvariate(7, 1.5), 2),
+                }
+            ).encode(),
+        )
+        for n, account in enumerate(ids)
+    ]
+    for start in range(0, len(records), 500):
+        await processor.process(records[start : start + 500])
+    nodes = primaries(urls)
+    try:
+        before = redis_counters(nodes)
+        started = time.perf_counter()
+        await processor.reevaluate(ids, "bench", at=PASS_DAY.timestamp() + 86400)
+        took = time.perf_counter() - started
+        after = redis_counters(nodes)
+    finally:
+        await client.aclose()
+        for node in nodes:
+            node.close()
+    return {
+        "commands": (after["commands"] - before["commands"]) / accounts,
+        "redis_cpu_us": (after["cpu"] - before["cpu"]) / accounts * 1e6,
+        "worker_us": took / accounts * 1e6,
     }
 
 
@@ -101,6 +198,9 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--cluster", action="store_true", help="also on a 3-primary cluster")
+    parser.add_argument(
+        "--reevaluate", type=int, default=2000, help="accounts in the re-evaluation pass"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     started = time.monotonic()
@@ -108,13 +208,15 @@ def main() -> int:
     if args.cluster:
         stores.append(("cluster 3+3, 16 shards", start_redis_cluster(), True, 16))
     rows = []
+    passes = {}
     try:
         for name, server, cluster, shards in stores:
             urls = server.urls if cluster else [server.url]
+            passes[name] = asyncio.run(reevaluation(urls, cluster, shards, args.reevaluate))
             for size in sizes:
                 prefix = f"size{size}"
                 memory = fill(urls, cluster, prefix, shards, size)
-                result = asyncio.run(timings(urls[0], cluster, prefix, shards, args.repeat))
+                result = asyncio.run(timings(urls, cluster, prefix, shards, args.repeat))
                 rows.append((name, size, memory / size, result))
     finally:
         for _, server, _, _ in stores:
@@ -127,6 +229,7 @@ def main() -> int:
     columns = (
         "store", "accounts", "cut-off refresh s", "of it reading revenues s",
         "sweep query ms (500 due)", "revenue + due index B/account",
+        "refresh: Redis commands", "refresh: Redis CPU µs/account", "sweep query: commands",
     )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
@@ -138,8 +241,25 @@ def main() -> int:
             f"{result['read']:.3f}",
             f"{result['sweep'] * 1000:.2f}",
             f"{per_account:,.0f}",
+            f"{result['refresh_commands']:.0f}",
+            f"{result['refresh_redis_cpu'] / size * 1e6:.2f}",
+            f"{result['sweep_commands']:.0f}",
         )
     console.print(table)
+    per_pass = Table(
+        title=f"re-evaluating {args.reevaluate:,} stored accounts (time sweep, cut-off pass), "
+        "per account"
+    )
+    for column in ("store", "Redis commands", "Redis CPU µs", "worker µs (wall)"):
+        per_pass.add_column(column, justify="right")
+    for name, cost in passes.items():
+        per_pass.add_row(
+            name,
+            f"{cost['commands']:.3f}",
+            f"{cost['redis_cpu_us']:.1f}",
+            f"{cost['worker_us']:.0f}",
+        )
+    console.print(per_pass)
     for name, *_ in stores:
         mine = [(size, result) for n, size, _, result in rows if n == name]
         (small, first), (large, last) = mine[0], mine[-1]

@@ -495,6 +495,8 @@ class Report:
     changes_out: int = 0
     unique_changes: int = 0
     duplicates: int = 0
+    #: the duplicates by the origin of the change (event, time, cutoffs, ...)
+    duplicate_origins: Counter[str] = field(default_factory=Counter)
     state_mismatches: int = 0
     change_mismatches: int = 0
     examples: list[str] = field(default_factory=list)
@@ -573,6 +575,9 @@ def check(scenario: Scenario) -> Report:
             )
     report.unique_changes = len(first)
     report.duplicates = sum(n - 1 for n in copies.values())
+    for change_id, n in copies.items():
+        if n > 1:
+            report.duplicate_origins[first[change_id].change.get("origin", "event")] += n - 1
     held: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     exclusive = {family.id for family in definitions.families if family.exclusive}
     partition_of: dict[str, int] = {}
@@ -640,7 +645,13 @@ def finish(scenario: Scenario, capsys: pytest.CaptureFixture[str], started: floa
     line = (
         f"[faults] {scenario.name}: events in {report.events_in}, "
         f"changes out {report.changes_out} ({report.unique_changes} unique), "
-        f"duplicates {report.duplicates}, mismatches {report.mismatches} "
+        f"duplicates {report.duplicates}"
+        + (
+            " (" + ", ".join(f"{o} {n}" for o, n in report.duplicate_origins.most_common()) + ")"
+            if report.duplicates
+            else ""
+        )
+        + f", mismatches {report.mismatches} "
         f"(state {report.state_mismatches}, changes {report.change_mismatches}); "
         + "; ".join(scenario.notes)
         + f"; {time.monotonic() - started:.0f}s"
