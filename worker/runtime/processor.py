@@ -41,6 +41,7 @@ from worker.core.impact import Impact
 from worker.core.processing import erase, evaluate, process_event
 from worker.core.schedule import Schedule
 from worker.ports import BatchResult, Sender, StateStore
+from worker.runtime.in_flight import InFlight
 from worker.runtime.metrics import Metrics
 from worker.runtime.pacing import LoadMeter, background_share, counting_outages, note_outage
 
@@ -74,6 +75,8 @@ class BatchProcessor:
         self._sample_sends: set[asyncio.Future[None]] = set()
         #: ids of committed changes whose delivery (``finish``) has not completed yet
         self._delivering: set[str] = set()
+        #: every delivery of this process under way (batches and passes): not resent
+        self.in_flight = InFlight()
         #: how busy ``commit`` kept the event loop lately (background work gives way)
         self.load = LoadMeter()
 
@@ -107,8 +110,10 @@ class BatchProcessor:
             # Changes of an earlier batch of ours still being delivered are in the
             # outbox too; that delivery finishes before this batch's starts (``finish``
             # is called in batch order), so they need no second copy.
-            result.resend = [c for c in result.resend if c.change_id not in self._delivering]
+            # A pass of ours may be delivering others: those are waited for.
+            result.resend = await self.in_flight.without(result.resend, skip=self._delivering)
             self._delivering.update(c.change_id for c in result.changes)
+            self.in_flight.started(result.changes)
         result.started = started
         ended = time.perf_counter()
         self.load.record(ended - started, ended)
@@ -116,10 +121,13 @@ class BatchProcessor:
 
     async def finish(self, result: BatchResult) -> None:
         """Deliver a committed batch's changes (after any earlier batch's: call in order)."""
+        delivered = False
         try:
             await self.deliver(result.changes, result.resend)
+            delivered = True
         finally:
             self._delivering.difference_update(c.change_id for c in result.changes)
+            self.in_flight.ended(result.changes, delivered)
         self.send_samples_later(result.samples)
         for (event_type, outcome), count in result.outcomes.items():
             self.metrics.events.labels(event_type, outcome).inc(count)
@@ -308,7 +316,16 @@ class BatchProcessor:
                     ),
                 ),
             )
-            await self.deliver(result.changes, result.resend)
+            # Changes the agent (or another pass) of ours is delivering: waited for, not
+            # sent twice.
+            resend = await self.in_flight.without(result.resend)
+            self.in_flight.started(result.changes)
+            delivered = False
+            try:
+                await self.deliver(result.changes, resend)
+                delivered = True
+            finally:
+                self.in_flight.ended(result.changes, delivered)
             self.send_samples_later(result.samples)
             total.changes.extend(result.changes)
             total.redefined.update(result.redefined)
@@ -357,7 +374,9 @@ class BatchProcessor:
         """
         if older_than is None:
             older_than = self.settings.outbox_resend_after_seconds
-        stale = await self.store.stale_outbox(older_than)
+        # Ours, still being delivered (a delivery retrying through an outage outlives
+        # the resend age): waited for, not sent twice.
+        stale = await self.in_flight.without(await self.store.stale_outbox(older_than))
         if stale:
             log.warning("re-sending %d segment changes left in the outbox", len(stale))
             await self.deliver(stale)

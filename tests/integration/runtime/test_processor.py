@@ -7,6 +7,7 @@ end-to-end tests in test_pipeline.py cover the real broker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -280,6 +281,66 @@ async def test_a_batch_committed_while_the_previous_one_is_delivered_sends_nothi
     ]
     assert redis_client.hlen("seg:outbox") == 0
     assert metric(processor, "segworker_outbox_resent_total") == 0
+
+
+async def test_a_pass_waits_for_the_agents_delivery_of_an_account_instead_of_resending(
+    processor, redis_client
+):
+    """A time sweep re-evaluates an account while the agent is delivering its batch: the
+    batch's changes are in the outbox, but ours and on their way. The pass waits for
+    that delivery (keeping the account's order) and sends them no second time."""
+    gate = asyncio.Event()
+    real_send = processor.sender.send_changes
+
+    async def gated(changes: Sequence[SegmentChanged]) -> None:
+        await gate.wait()
+        await real_send(changes)
+
+    processor.sender.send_changes = gated
+    first = await processor.commit([record(0, order(1, "A", 0, 1500.0))])
+    delivering = asyncio.ensure_future(processor.finish(first))
+    later = (T0 + timedelta(days=40)).timestamp()  # "recent" has lapsed by then
+    sweep = asyncio.ensure_future(processor.reevaluate(["A"], "time:test", at=later))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not sweep.done()  # waiting for the agent's delivery, not sending over it
+    gate.set()
+    await asyncio.gather(delivering, sweep)
+    sent = [(c.segment_id, c.change) for c in processor.sender.changes]
+    assert sent == [("recent", "entered"), ("big", "entered"), ("recent", "exited")]
+    assert redis_client.hlen("seg:outbox") == 0
+    assert metric(processor, "segworker_outbox_resent_total") == 0
+
+
+async def test_a_pass_resends_what_the_agent_failed_to_deliver(processor):
+    class Stalled(Exception):
+        pass
+
+    gate = asyncio.Event()
+    real_send = processor.sender.send_changes
+    calls = 0
+
+    async def failing_first(changes: Sequence[SegmentChanged]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await gate.wait()
+            raise Stalled("broker gone")
+        await real_send(changes)
+
+    processor.sender.send_changes = failing_first
+    first = await processor.commit([record(0, order(1, "A", 0, 1500.0))])
+    delivering = asyncio.ensure_future(processor.finish(first))
+    later = (T0 + timedelta(days=40)).timestamp()
+    sweep = asyncio.ensure_future(processor.reevaluate(["A"], "time:test", at=later))
+    await asyncio.sleep(0)
+    gate.set()
+    with pytest.raises(Stalled):
+        await delivering
+    await sweep
+    sent = [(c.segment_id, c.change) for c in processor.sender.changes]
+    assert sent == [("recent", "entered"), ("big", "entered"), ("recent", "exited")]
+    assert metric(processor, "segworker_outbox_resent_total") == 2
 
 
 async def test_changes_of_a_failed_delivery_are_resent_by_the_next_writer(processor):
