@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -31,6 +32,7 @@ import platform
 import random
 import statistics
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,17 +89,29 @@ def fill(urls: list[str], cluster: bool, prefix: str, shards: int, accounts: int
     return after - before
 
 
+@contextlib.asynccontextmanager
+async def opened(
+    urls: list[str], cluster: bool, prefix: str, shards: int, wait_replicas: int = 0
+) -> AsyncIterator[tuple[RedisStateStore, list[Any]]]:
+    """The worker's store on ``urls`` and clients of the primaries (for ``INFO``)."""
+    client: Any = RedisCluster.from_url(urls[0]) if cluster else aioredis.Redis.from_url(urls[0])
+    nodes = primaries(urls)
+    try:
+        yield RedisStateStore(client, prefix, shards=shards, wait_replicas=wait_replicas), nodes
+    finally:
+        await client.aclose()
+        for node in nodes:
+            node.close()
+
+
 async def timings(
     urls: list[str], cluster: bool, prefix: str, shards: int, repeat: int
 ) -> dict[str, float]:
-    client: Any = RedisCluster.from_url(urls[0]) if cluster else aioredis.Redis.from_url(urls[0])
-    store = RedisStateStore(client, prefix, shards=shards)
-    nodes = primaries(urls)
     refresh, read, sweep = [], [], []
-    await store.revenues()  # connections open: their handshakes are not counted
-    await store.due_accounts(NOW, 500)
-    before = redis_counters(nodes)
-    try:
+    async with opened(urls, cluster, prefix, shards) as (store, nodes):
+        await store.revenues()  # connections open: their handshakes are not counted
+        await store.due_accounts(NOW, 500)
+        before = redis_counters(nodes)
         for _ in range(repeat):
             started = time.perf_counter()
             revenues = await store.revenues()
@@ -111,10 +125,6 @@ async def timings(
             await store.due_accounts(NOW, 500)
             sweep.append(time.perf_counter() - started)
         after = redis_counters(nodes)
-    finally:
-        await client.aclose()
-        for node in nodes:
-            node.close()
     return {
         "refresh": statistics.median(refresh),
         "read": statistics.median(read),
@@ -145,47 +155,39 @@ async def reevaluation(
     and of a cut-off pass for each account they visit): states written by the worker's
     own processor from one order each (default definitions), then one pass over all of
     them in steps of ``sweep_batch_size`` accounts."""
-    client: Any = RedisCluster.from_url(urls[0]) if cluster else aioredis.Redis.from_url(urls[0])
     # as the worker defaults: a cluster's batches wait for one replica (WAIT 1)
-    store = RedisStateStore(client, f"reeval{shards}", shards=shards, wait_replicas=int(cluster))
-    await store.prepare()
-    settings = Settings(kafka_bootstrap_servers="unused:9092", redis_url=urls[0])
-    definitions = load_definitions(DEFAULT_DEFINITIONS, VOCABULARY)
-    processor = BatchProcessor(settings, definitions, store, Discard(), Metrics())
-    ids = [f"RE-{n:06d}" for n in range(accounts)]
-    day = PASS_DAY
-    records = [
-        Record(
-            "orders",
-            0,
-            n,
-            account.encode(),
-            json.dumps(
-                {
-                    "type": "order_placed",
-                    "event_id": f"re-{n}",
-                    "account_id": account,
-                    "occurred_at": day.isoformat(),
-                    "order_id": f"re-{n}",
-                    "total": round(random.Random(n).lognormvariate(7, 1.5), 2),
-                }
-            ).encode(),
-        )
-        for n, account in enumerate(ids)
-    ]
-    for start in range(0, len(records), 500):
-        await processor.process(records[start : start + 500])
-    nodes = primaries(urls)
-    try:
+    async with opened(urls, cluster, f"reeval{shards}", shards, int(cluster)) as (store, nodes):
+        await store.prepare()
+        settings = Settings(kafka_bootstrap_servers="unused:9092", redis_url=urls[0])
+        definitions = load_definitions(DEFAULT_DEFINITIONS, VOCABULARY)
+        processor = BatchProcessor(settings, definitions, store, Discard(), Metrics())
+        ids = [f"RE-{n:06d}" for n in range(accounts)]
+        records = [
+            Record(
+                "orders",
+                0,
+                n,
+                account.encode(),
+                json.dumps(
+                    {
+                        "type": "order_placed",
+                        "event_id": f"re-{n}",
+                        "account_id": account,
+                        "occurred_at": PASS_DAY.isoformat(),
+                        "order_id": f"re-{n}",
+                        "total": round(random.Random(n).lognormvariate(7, 1.5), 2),
+                    }
+                ).encode(),
+            )
+            for n, account in enumerate(ids)
+        ]
+        for start in range(0, len(records), 500):
+            await processor.process(records[start : start + 500])
         before = redis_counters(nodes)
         started = time.perf_counter()
         await processor.reevaluate(ids, "bench", at=PASS_DAY.timestamp() + 86400)
         took = time.perf_counter() - started
         after = redis_counters(nodes)
-    finally:
-        await client.aclose()
-        for node in nodes:
-            node.close()
     return {
         "commands": (after["commands"] - before["commands"]) / accounts,
         "redis_cpu_us": (after["cpu"] - before["cpu"]) / accounts * 1e6,

@@ -17,31 +17,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.clock import TEST_NOW
+from tests.integration.adapters.test_redis_shards import DEFINITIONS  # value + buyers
 from tests.integration.runtime.test_processor import RecordingSender, record
 from worker.adapters.redis_store import RedisStateStore
 from worker.config.settings import Settings
 from worker.core import value
-from worker.core.definitions import load_definitions
-from worker.core.features import VOCABULARY
 from worker.runtime.metrics import Metrics
 from worker.runtime.processor import BatchProcessor
 
-DEFINITIONS = load_definitions(
-    """
-version: "cutoffs-1"
-families:
-  value:
-    exclusive: true
-    segments:
-      - id: a
-        when: revenue_365d >= value_a_min
-      - id: b
-        when: revenue_365d >= value_b_min
-      - id: c
-        when: true
-""",
-    VOCABULARY,
-)
 T0 = TEST_NOW.replace(microsecond=0) - timedelta(days=60)
 ACCOUNTS = [f"ACC-{n:03d}" for n in range(40)]
 
