@@ -7,12 +7,17 @@ would be lost for good: the offsets are committed past events whose effect vanis
 ``WAIT n`` blocks until ``n`` replicas have everything the connection wrote, which is
 what the worker waits for (``SEGWORKER_REDIS_WAIT_REPLICAS``) before it acknowledges.
 
-``WAIT`` counts the writes of its own connection, and a transaction's connection goes
-back to the pool once ``EXEC`` answered; so the wait writes a ticket (``INCR``) on a
-connection to the same primary (a ``worker.adapters.redis_transactions`` session, as
-the transaction had) and waits for that on the same connection: the ticket
-comes after the transaction in the primary's replication stream, so a replica that has
-the ticket has the transaction too. If fewer replicas than asked acknowledge in time,
+``WAIT`` counts the writes of its own connection. A transaction waits on its own
+connection, right after ``EXEC`` (``confirm_replicated``): waiting on a fresh connection
+to "the slot's primary" raced with a failover in the fault suite, when the client
+already knew the promoted replica, which had no replica of its own to wait for, so a
+write the dead primary took with it counted as done and an account's changes went out
+twice under two ids. The wait first writes a ticket (``INCR``): a retried transaction
+that changed nothing still waits for the earlier write it found, since the ticket
+comes after it in the primary's replication stream. The shared facts, written through
+a pipeline, wait on a session to their slot's primary (``wait_replicated``); their
+copies into the shards read themselves back afterwards (``worker.adapters.redis_shared``),
+and a compare-and-set lost that way is made again by the next refresh or publication. If fewer replicas than asked acknowledge in time,
 ``NotReplicated`` is raised: a transient error, after which the batch is applied again
 (a no-op where the write survived, since applying is idempotent) and waited for again,
 so nothing is acknowledged before it is on the replicas.
@@ -33,7 +38,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from worker.adapters.redis_transactions import session
+from worker.adapters.redis_transactions import Session, session
 
 log = logging.getLogger(__name__)
 #: How often the "fewer replicas than asked" warning is repeated per primary.
@@ -54,9 +59,14 @@ async def wait_replicated(redis: Any, ticket: str, replicas: int, timeout_ms: in
     if replicas <= 0:
         return 0
     async with session(redis, ticket) as primary:
-        _, acked, role = await primary.call(
-            ("INCR", ticket), ("WAIT", replicas, timeout_ms), ("ROLE",)
-        )
+        return await confirm_replicated(primary, ticket, replicas, timeout_ms)
+
+
+async def confirm_replicated(primary: Session, ticket: str, replicas: int, timeout_ms: int) -> int:
+    """``wait_replicated`` on the session that made the writes (``ticket`` in their slot)."""
+    if replicas <= 0:
+        return 0
+    _, acked, role = await primary.call(("INCR", ticket), ("WAIT", replicas, timeout_ms), ("ROLE",))
     acked = int(acked)
     if acked >= replicas:
         return acked

@@ -69,8 +69,8 @@ class SharedFacts:
 
     async def _copy_to_shards(self, master: str) -> None:
         """Copy the fact at ``master`` into every shard and wait for the replicas. The copy
-        is repeated until the master did not change meanwhile, so of two racing writers
-        the later value is the one left."""
+        is repeated until every copy holds the master's value and the master did not
+        change meanwhile, so of two racing writers the later value is the one left."""
         copies = self.keys.copies(master)
         if not copies:
             return
@@ -80,11 +80,18 @@ class SharedFacts:
                 for key in copies:
                     pipe.set(key, value)
                 await pipe.execute()
-            again = await self.redis.get(master)
-            if again == value:
-                break
+            await self._wait_replicated(shard.ticket for shard in self.keys.each)
+            # Read back: a copy on a primary that failed before replicating it is gone
+            # although waited for (the wait may already have reached the promoted
+            # replica, which has no replica to wait for).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(master)
+                for key in copies:
+                    pipe.get(key)
+                again, *copied = await pipe.execute()
+            if again == value and all(copy == value for copy in copied):
+                return
             value = again
-        await self._wait_replicated(shard.ticket for shard in self.keys.each)
 
     async def _wait_replicated(self, tickets: Iterable[str]) -> None:
         """Wait until the replicas have this client's writes to the primaries of the

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from worker.adapters.redis_keys import KeyLayout, ShardKeys
 from worker.adapters.redis_outbox import clear_entries, due_entries
-from worker.adapters.redis_replication import wait_replicated
+from worker.adapters.redis_replication import confirm_replicated
 from worker.adapters.redis_shared import LayoutMismatch, SharedFacts
 from worker.adapters.redis_transactions import Aborted, Commands, session
 from worker.adapters.state_codec import decode_state, encode_state
@@ -192,10 +192,13 @@ class RedisStateStore(SharedFacts):
                     # Another worker wrote one of these accounts (a rebalance in
                     # progress): recompute from what it wrote.
                     continue
+                # On the node that ran it; also after a write that changed nothing: a
+                # retry after a failed wait finds its earlier write in place and must
+                # see it replicated before it counts.
+                await confirm_replicated(
+                    shard, keys.ticket, self.wait_replicas, self.wait_timeout_ms
+                )
             break
-        # Also after a write that changed nothing: a retry after a failed wait finds
-        # its earlier write in place and must see it replicated before it counts.
-        await wait_replicated(self.redis, keys.ticket, self.wait_replicas, self.wait_timeout_ms)
         return result
 
     def _queue_writes(
