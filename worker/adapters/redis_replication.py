@@ -17,10 +17,12 @@ that changed nothing still waits for the earlier write it found, since the ticke
 comes after it in the primary's replication stream. The shared facts, written through
 a pipeline, wait on a session to their slot's primary (``wait_replicated``); their
 copies into the shards read themselves back afterwards (``worker.adapters.redis_shared``),
-and a compare-and-set lost that way is made again by the next refresh or publication. If fewer replicas than asked acknowledge in time,
-``NotReplicated`` is raised: a transient error, after which the batch is applied again
-(a no-op where the write survived, since applying is idempotent) and waited for again,
-so nothing is acknowledged before it is on the replicas.
+and a compare-and-set lost that way is made again by the next refresh or publication.
+
+If fewer replicas than asked acknowledge in time, ``NotReplicated`` is raised: a
+transient error, after which the batch is applied again (a no-op where the write
+survived, since applying is idempotent) and waited for again, so nothing is
+acknowledged before it is on the replicas.
 
 A primary with fewer connected replicas than asked (``ROLE``, read with the wait) is
 waited for only as far as it can be: after a failover the promoted replica has none
@@ -63,7 +65,10 @@ async def wait_replicated(redis: Any, ticket: str, replicas: int, timeout_ms: in
 
 
 async def confirm_replicated(primary: Session, ticket: str, replicas: int, timeout_ms: int) -> int:
-    """``wait_replicated`` on the session that made the writes (``ticket`` in their slot)."""
+    """``wait_replicated`` on the session that made the writes (``ticket`` in their slot).
+
+    Also after a transaction that changed nothing: a retry after a failed wait finds its
+    earlier write in place and must see it replicated before it counts."""
     if replicas <= 0:
         return 0
     _, acked, role = await primary.call(("INCR", ticket), ("WAIT", replicas, timeout_ms), ("ROLE",))

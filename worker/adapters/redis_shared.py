@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from redis.exceptions import WatchError
 
 from worker.adapters.redis_keys import KeyLayout
 from worker.adapters.redis_replication import wait_replicated
+from worker.adapters.redis_transactions import text
 from worker.core.clustering import ClusterSnapshot
 
 
@@ -105,21 +106,25 @@ class SharedFacts:
             )
 
     async def _compare_and_set(
-        self, key: str, expected: Any, value: str, *, also: Mapping[str, str] | None = None
+        self,
+        key: str,
+        accepts: Callable[[bytes | None], bool],
+        value: str,
+        *,
+        also: Mapping[str, str] | None = None,
     ) -> bool:
-        """Set ``key`` to ``value`` if its JSON is still ``expected`` (absent: ``None``),
-        and the keys in ``also`` (same slot) where they are absent, in one transaction;
+        """Set ``key`` to ``value`` if ``accepts`` its stored value (``None``: absent), and
+        the keys in ``also`` (same slot) where they are absent, in one transaction;
         whether it did. Waited for on the replicas."""
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
-                raw = await pipe.get(key)
-                if (None if raw is None else json.loads(raw)) != expected:
+                if not accepts(await pipe.get(key)):
                     return False
                 pipe.multi()
                 pipe.set(key, value)
-                for other, text in (also or {}).items():
-                    pipe.set(other, text, nx=True)
+                for other, initial in (also or {}).items():
+                    pipe.set(other, initial, nx=True)
                 await pipe.execute()
             except WatchError:
                 return False
@@ -141,7 +146,7 @@ class SharedFacts:
         unless an unfinished one already waits."""
         return await self._compare_and_set(
             self.keys.thresholds,
-            expected,
+            _json_is(expected),
             json.dumps(new),
             also={self.keys.thresholds_applied: json.dumps(expected)},
         )
@@ -169,7 +174,7 @@ class SharedFacts:
         """Record that the stored tiers agree with ``current``, if the record still says
         ``applied`` (a pass that another one overtook records nothing)."""
         return await self._compare_and_set(
-            self.keys.thresholds_applied, applied, json.dumps(current)
+            self.keys.thresholds_applied, _json_is(applied), json.dumps(current)
         )
 
     # ------------------------------------------------------------------ cluster models
@@ -181,18 +186,12 @@ class SharedFacts:
     async def publish_snapshot(self, family: str, snapshot: ClusterSnapshot) -> bool:
         """Store ``snapshot`` if it is newer than the stored one (a deposed owner loses)."""
         key = self.keys.cluster[family]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                raw = await pipe.get(key)
-                if raw is not None and ClusterSnapshot.from_json(raw).version >= snapshot.version:
-                    return False
-                pipe.multi()
-                pipe.set(key, snapshot.to_json())
-                await pipe.execute()
-            except WatchError:
-                return False
-        await self._wait_replicated([self.keys.ticket_of(key)])
+
+        def older(raw: bytes | None) -> bool:
+            return raw is None or ClusterSnapshot.from_json(raw).version < snapshot.version
+
+        if not await self._compare_and_set(key, older, snapshot.to_json()):
+            return False
         await self._copy_to_shards(key)
         return True
 
@@ -216,7 +215,7 @@ class SharedFacts:
     async def load_family_fingerprints(self) -> dict[str, dict[str, str]]:
         """Every definitions version's family fingerprints, by definitions fingerprint."""
         prefix = self.keys.definitions("")
-        keys = [_text(key) async for key in self.redis.scan_iter(match=f"{prefix}*", count=100)]
+        keys = [text(key) async for key in self.redis.scan_iter(match=f"{prefix}*", count=100)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.get(key)
@@ -228,5 +227,6 @@ class SharedFacts:
         }
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _json_is(expected: Any) -> Callable[[bytes | None], bool]:
+    """Whether a stored JSON value (absent: ``None``) is ``expected``."""
+    return lambda raw: (None if raw is None else json.loads(raw)) == expected

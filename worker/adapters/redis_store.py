@@ -27,7 +27,7 @@ from worker.adapters.redis_keys import KeyLayout, ShardKeys
 from worker.adapters.redis_outbox import clear_entries, due_entries
 from worker.adapters.redis_replication import confirm_replicated
 from worker.adapters.redis_shared import LayoutMismatch, SharedFacts
-from worker.adapters.redis_transactions import Aborted, Commands, session
+from worker.adapters.redis_transactions import Aborted, Commands, session, text
 from worker.adapters.state_codec import decode_state, encode_state
 from worker.core.clustering import ClusterSnapshot
 from worker.core.events import SegmentChanged
@@ -61,7 +61,6 @@ class RedisStateStore(SharedFacts):
         self.cluster_margin = cluster_margin
         self._snapshots: dict[str, tuple[bytes, ClusterSnapshot]] = {}
         self.thresholds_key = self.keys.thresholds
-        self.profiles_key = self.keys.profiles
         self._last_written = 0.0
 
     # Key names of the single-shard layout, for tools and tests that write it directly.
@@ -192,9 +191,7 @@ class RedisStateStore(SharedFacts):
                     # Another worker wrote one of these accounts (a rebalance in
                     # progress): recompute from what it wrote.
                     continue
-                # On the node that ran it; also after a write that changed nothing: a
-                # retry after a failed wait finds its earlier write in place and must
-                # see it replicated before it counts.
+                # On the node that ran it (``confirm_replicated``).
                 await confirm_replicated(
                     shard, keys.ticket, self.wait_replicas, self.wait_timeout_ms
                 )
@@ -296,20 +293,20 @@ class RedisStateStore(SharedFacts):
             )
         )
         due = heapq.merge(*replies, key=lambda pair: pair[1])
-        return [_text(account) for account, _ in itertools.islice(due, limit)]
+        return [text(account) for account, _ in itertools.islice(due, limit)]
 
     async def revenues(self) -> dict[str, float]:
         """Trailing-year revenue of every account with revenue (for the ABC cut-offs)."""
         replies = await self._on_each_shard(
             lambda pipe, keys: pipe.zrange(keys.revenue, 0, -1, withscores=True)
         )
-        return {_text(account): score for pairs in replies for account, score in pairs}
+        return {text(account): score for pairs in replies for account, score in pairs}
 
     async def accounts_with_revenue_between(self, low: float, high: float) -> list[str]:
         replies = await self._on_each_shard(
             lambda pipe, keys: pipe.zrangebyscore(keys.revenue, low, high)
         )
-        return [_text(account) for raw in replies for account in raw]
+        return [text(account) for raw in replies for account in raw]
 
     async def load_globals(self) -> Globals:
         masters = [self.keys.thresholds, *self.keys.cluster.values()]
@@ -347,7 +344,7 @@ class RedisStateStore(SharedFacts):
             pairs = (
                 flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
             )
-            totals.update({_text(k): int(v) for k, v in pairs})
+            totals.update({text(k): int(v) for k, v in pairs})
         return {tuple(k.split("/")): v for k, v in totals.items()}  # type: ignore[misc]
 
     async def account_ids(self, batch: int = 1000) -> AsyncIterator[list[str]]:
@@ -355,7 +352,7 @@ class RedisStateStore(SharedFacts):
         cluster, every primary)."""
         chunk: list[str] = []
         async for key in self.redis.scan_iter(match=self.keys.state_pattern, count=batch):
-            chunk.append(self.keys.account_of(_text(key)))
+            chunk.append(self.keys.account_of(text(key)))
             if len(chunk) >= batch:
                 yield chunk
                 chunk = []
@@ -366,7 +363,7 @@ class RedisStateStore(SharedFacts):
         replies = await self._on_each_shard(
             lambda pipe, keys: pipe.smembers(keys.members(family, segment_id))
         )
-        return {_text(member) for raw in replies for member in raw}
+        return {text(member) for raw in replies for member in raw}
 
     async def members_page(
         self, family: str, segment_id: str, cursor: int, count: int
@@ -380,7 +377,7 @@ class RedisStateStore(SharedFacts):
         while True:
             key = self.keys.each[shard].members(family, segment_id)
             reply, page = await self.redis.sscan(key, cursor=inner, count=count)
-            members = sorted(_text(m) for m in page)
+            members = sorted(text(m) for m in page)
             if inner := int(reply):
                 return shard + shards * inner, members
             shard += 1
@@ -406,7 +403,3 @@ class RedisStateStore(SharedFacts):
 # routes by its first key like any other.
 def _mget(pipe: Any, keys: list[str]) -> Any:
     return pipe.execute_command("MGET", *keys)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -124,6 +124,11 @@ async def session(redis: Any, route_key: str) -> AsyncIterator[Session]:
             await result
 
 
+def text(reply: bytes | str) -> str:
+    """A key or member as Redis replied it (bytes, or text on a decoding client)."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
 #: What a Redis Cluster answers while a failover is under way (a primary down, a slot
 #: moving to the promoted replica): transient, like a connection error.
 CLUSTER_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
