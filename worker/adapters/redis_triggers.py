@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 
 from worker.adapters.redis_keys import KeyLayout, ShardKeys
 from worker.adapters.redis_outbox import clear_entries, due_entries
-from worker.adapters.redis_replication import wait_replicated
-from worker.adapters.redis_transactions import Aborted, Commands, session
+from worker.adapters.redis_replication import confirm_replicated
+from worker.adapters.redis_transactions import Aborted, Commands, session, text
 from worker.core.events import CampaignTriggered
 from worker.core.triggers.policy import TriggerState
 
@@ -139,8 +139,11 @@ class RedisTriggerStore:
                     await shard.commit(writes.recorded)
                 except Aborted:
                     continue  # another router wrote one of these accounts meanwhile
+                # On the node that ran it, as the state store's batches do.
+                await confirm_replicated(
+                    shard, keys.ticket, self.wait_replicas, self.wait_timeout_ms
+                )
             break
-        await wait_replicated(self.redis, keys.ticket, self.wait_replicas, self.wait_timeout_ms)
         return triggers
 
     async def clear(self, triggers: Sequence[CampaignTriggered]) -> None:
@@ -186,8 +189,7 @@ class RedisTriggerStore:
         raw = await self.redis.hgetall(self.daily_key)
         counts: dict[tuple[str, str, str, str], int] = {}
         for field, count in raw.items():
-            text = field.decode() if isinstance(field, bytes) else field
-            day, trigger, outcome, rule = text.split("/", 3)  # ids and rules hold no "/"
+            day, trigger, outcome, rule = text(field).split("/", 3)  # ids and rules hold no "/"
             counts[(day, trigger, outcome, rule)] = int(count)
         return counts
 
