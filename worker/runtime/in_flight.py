@@ -28,7 +28,8 @@ be sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container, Sequence
+import contextlib
+from collections.abc import Container, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 
@@ -52,6 +53,17 @@ class InFlight:
             done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             for change in changes:
                 self._deliveries[change.change_id] = done
+
+    @contextlib.contextmanager
+    def delivery(self, changes: Sequence[_Change]) -> Iterator[None]:
+        """The block delivers ``changes`` (``started`` before): ``ended`` when it ends,
+        delivered unless it raised."""
+        delivered = False
+        try:
+            yield
+            delivered = True
+        finally:
+            self.ended(changes, delivered)
 
     def ended(self, changes: Sequence[_Change], delivered: bool) -> None:
         """The delivery of ``changes`` ended: ``delivered`` (on the topic) or failed."""

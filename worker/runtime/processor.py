@@ -121,13 +121,11 @@ class BatchProcessor:
 
     async def finish(self, result: BatchResult) -> None:
         """Deliver a committed batch's changes (after any earlier batch's: call in order)."""
-        delivered = False
         try:
-            await self.deliver(result.changes, result.resend)
-            delivered = True
+            with self.in_flight.delivery(result.changes):
+                await self.deliver(result.changes, result.resend)
         finally:
             self._delivering.difference_update(c.change_id for c in result.changes)
-            self.in_flight.ended(result.changes, delivered)
         self.send_samples_later(result.samples)
         for (event_type, outcome), count in result.outcomes.items():
             self.metrics.events.labels(event_type, outcome).inc(count)
@@ -320,12 +318,8 @@ class BatchProcessor:
             # sent twice.
             resend = await self.in_flight.without(result.resend)
             self.in_flight.started(result.changes)
-            delivered = False
-            try:
+            with self.in_flight.delivery(result.changes):
                 await self.deliver(result.changes, resend)
-                delivered = True
-            finally:
-                self.in_flight.ended(result.changes, delivered)
             self.send_samples_later(result.samples)
             total.changes.extend(result.changes)
             total.redefined.update(result.redefined)
